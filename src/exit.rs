@@ -1,0 +1,81 @@
+//! Process exit codes, from BSD `sysexits.h`, shared by both binaries.
+//!
+//! Owns the mapping from "what went wrong" to a number that scripts and systemd can act on.
+//! Deciding which error is which kind is left to the command that failed.
+
+use std::process::ExitCode;
+
+/// What kind of failure ended a command; each maps to one sysexits code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: success.
+    Ok,
+    /// 64 `EX_USAGE`: the command line was wrong.
+    Usage,
+    /// 65 `EX_DATAERR`: the input data was malformed, forged or failed verification.
+    DataErr,
+    /// 66 `EX_NOINPUT`: an input file did not exist or could not be read.
+    NoInput,
+    /// 69 `EX_UNAVAILABLE`: a service the command needs (broker, bus, adapter) is unavailable.
+    Unavailable,
+    /// 70 `EX_SOFTWARE`: an internal error (a bug).
+    Software,
+    /// 73 `EX_CANTCREAT`: an output file could not be created.
+    CantCreat,
+    /// 74 `EX_IOERR`: an I/O error while reading or writing.
+    IoErr,
+    /// 75 `EX_TEMPFAIL`: a temporary failure; trying again later may work.
+    TempFail,
+    /// 78 `EX_CONFIG`: the configuration (or key material given as configuration) is invalid.
+    Config,
+}
+
+impl Exit {
+    /// The numeric sysexits code.
+    pub const fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Usage => 64,
+            Exit::DataErr => 65,
+            Exit::NoInput => 66,
+            Exit::Unavailable => 69,
+            Exit::Software => 70,
+            Exit::CantCreat => 73,
+            Exit::IoErr => 74,
+            Exit::TempFail => 75,
+            Exit::Config => 78,
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codes are the sysexits.h values that operators look up.
+    #[test]
+    fn codes_match_sysexits() {
+        let codes: Vec<u8> = [
+            Exit::Ok,
+            Exit::Usage,
+            Exit::DataErr,
+            Exit::NoInput,
+            Exit::Unavailable,
+            Exit::Software,
+            Exit::CantCreat,
+            Exit::IoErr,
+            Exit::TempFail,
+            Exit::Config,
+        ]
+        .iter()
+        .map(|e| e.code())
+        .collect();
+        assert_eq!(codes, [0, 64, 65, 66, 69, 70, 73, 74, 75, 78]);
+    }
+}

@@ -1,0 +1,28 @@
+//! venuetrace: venue exposure notification from fixed BLE gateways.
+//!
+//! Phones at a venue broadcast rotating, encrypted beacons (Google/Apple Exposure Notification,
+//! BlueTrace). Gateways count them per time window without keeping addresses; the health
+//! authority matches them against the keys of confirmed cases to say which venues had an
+//! infectious person present, when, and how many people were exposed. See `README.md` and
+//! `docs/` for the whole picture.
+//!
+//! # Layout
+//!
+//! Pure protocol logic (no I/O crates, values in and values out):
+//! - [`crypto`]: Exposure Notification keys and identifiers (TEK → RPIK/AEMK → RPI/AEM).
+//! - [`rpi_index`]: the hash index that joins derived RPIs against stored sightings.
+//! - [`export`]: diagnosis-key export files (`export.bin` + `export.sig` in a zip): read,
+//!   validate, verify signatures, write and sign.
+//!
+//! Edges (files, terminals, processes):
+//! - [`authority`]: the `venuetrace-authority` command implementations.
+//! - [`exit`]: sysexits codes shared by both binaries.
+//!
+//! The binaries in `src/bin/` only parse arguments, call into this library and map errors to
+//! exit codes.
+
+pub mod authority;
+pub mod crypto;
+pub mod exit;
+pub mod export;
+pub mod rpi_index;
