@@ -54,6 +54,43 @@ impl From<Exit> for ExitCode {
     }
 }
 
+/// Prints a command-line parsing outcome the way clap does and says how to exit: `--help` and
+/// `--version` are successes, anything else is a usage error (64, where clap alone would use 2).
+pub fn clap_error(error: &clap::Error) -> Exit {
+    // Printing can only fail if stderr/stdout is gone; there is nobody left to tell.
+    let _ = error.print();
+    if error.use_stderr() {
+        Exit::Usage
+    } else {
+        Exit::Ok
+    }
+}
+
+/// An error and its chain of causes on one line: "outer: cause: root cause".
+pub fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether the error comes from writing to a closed pipe (e.g. output piped into `head`):
+/// the reader has what it wanted, so this is not a failure.
+pub fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::BrokenPipe;
+        }
+        source = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,19 +10,25 @@
 //!
 //! Pure protocol logic (no I/O crates, values in and values out):
 //! - [`crypto`]: Exposure Notification keys and identifiers (TEK → RPIK/AEMK → RPI/AEM).
+//! - [`beacon`]: decoding app beacons from advertising payloads (GAEN 0xFD6F service data).
 //! - [`rpi_index`]: the hash index that joins derived RPIs against stored sightings.
 //! - [`export`]: diagnosis-key export files (`export.bin` + `export.sig` in a zip): read,
 //!   validate, verify signatures, write and sign.
 //!
 //! Edges (files, terminals, processes):
-//! - [`authority`]: the `venuetrace-authority` command implementations.
-//! - [`exit`]: sysexits codes shared by both binaries.
+//! - [`authority`]: the `venuetrace-authority` commands (definitions and implementations).
+//! - [`gateway`]: the `venuetrace-gateway` commands.
+//! - [`output`]: tables, JSON and timestamps for people and programs.
+//! - [`exit`]: sysexits codes and error reporting shared by both binaries.
 //!
 //! The binaries in `src/bin/` only parse arguments, call into this library and map errors to
 //! exit codes.
 
 pub mod authority;
+pub mod beacon;
 pub mod crypto;
 pub mod exit;
 pub mod export;
+pub mod gateway;
+pub mod output;
 pub mod rpi_index;
