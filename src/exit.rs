@@ -71,8 +71,13 @@ pub fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        // Some libraries print their cause in their own message and also return it as the
+        // source (e.g. `der`'s errors); say each part once.
+        let part = cause.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
         source = cause.source();
     }
     text
@@ -114,5 +119,23 @@ mod tests {
         .map(|e| e.code())
         .collect();
         assert_eq!(codes, [0, 64, 65, 66, 69, 70, 73, 74, 75, 78]);
+    }
+
+    /// A cause that repeats the end of the message so far is said once.
+    #[test]
+    fn describe_says_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("bad length at byte 2")]
+        struct Inner;
+        #[derive(Debug, thiserror::Error)]
+        #[error("ASN.1 error: bad length at byte 2")]
+        struct Middle(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("not a key")]
+        struct Outer(#[source] Middle);
+        assert_eq!(
+            describe(&Outer(Middle(Inner))),
+            "not a key: ASN.1 error: bad length at byte 2"
+        );
     }
 }
