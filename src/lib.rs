@@ -9,8 +9,10 @@
 //! # Layout
 //!
 //! Pure protocol logic (no I/O crates, values in and values out):
+//! - [`advert`]: one received advertisement and the AD-structure parser.
 //! - [`crypto`]: Exposure Notification keys and identifiers (TEK → RPIK/AEMK → RPI/AEM).
-//! - [`beacon`]: decoding app beacons from advertising payloads (GAEN 0xFD6F service data).
+//! - [`beacon`]: what an advert is: a GAEN beacon (0xFD6F service data), a BlueTrace phone,
+//!   malformed, or unrelated.
 //! - [`rpi_index`]: the hash index that joins derived RPIs against stored sightings.
 //! - [`export`]: diagnosis-key export files (`export.bin` + `export.sig` in a zip): read,
 //!   validate, verify signatures, write and sign.
@@ -24,6 +26,7 @@
 //! The binaries in `src/bin/` only parse arguments, call into this library and map errors to
 //! exit codes.
 
+pub mod advert;
 pub mod authority;
 pub mod beacon;
 pub mod crypto;
