@@ -13,6 +13,9 @@
 //! - [`crypto`]: Exposure Notification keys and identifiers (TEK → RPIK/AEMK → RPI/AEM).
 //! - [`beacon`]: what an advert is: a GAEN beacon (0xFD6F service data), a BlueTrace phone,
 //!   malformed, or unrelated.
+//! - [`aggregate`]: the window aggregator (adverts → per-RPI sightings per window, no MAC).
+//! - [`batch`]: the batch schema a gateway seals per window (encode, validated decode).
+//! - [`seal`]: HPKE sealing of batches to the authority, and unforgeable receipt tags.
 //! - [`rpi_index`]: the hash index that joins derived RPIs against stored sightings.
 //! - [`export`]: diagnosis-key export files (`export.bin` + `export.sig` in a zip): read,
 //!   validate, verify signatures, write and sign.
@@ -27,7 +30,9 @@
 //! exit codes.
 
 pub mod advert;
+pub mod aggregate;
 pub mod authority;
+pub mod batch;
 pub mod beacon;
 pub mod crypto;
 pub mod exit;
@@ -35,3 +40,4 @@ pub mod export;
 pub mod gateway;
 pub mod output;
 pub mod rpi_index;
+pub mod seal;
