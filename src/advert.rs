@@ -206,7 +206,7 @@ pub fn parse_ad(data: &[u8], advert: &mut Advert) -> Result<(), AdError> {
         };
         match ad {
             UUID16_INCOMPLETE | UUID16_COMPLETE => {
-                if body.len() % 2 != 0 {
+                if !body.len().is_multiple_of(2) {
                     return Err(bad());
                 }
                 advert.service_uuids.extend(
@@ -215,7 +215,7 @@ pub fn parse_ad(data: &[u8], advert: &mut Advert) -> Result<(), AdError> {
                 );
             }
             UUID32_INCOMPLETE | UUID32_COMPLETE => {
-                if body.len() % 4 != 0 {
+                if !body.len().is_multiple_of(4) {
                     return Err(bad());
                 }
                 advert.service_uuids.extend(
@@ -225,7 +225,7 @@ pub fn parse_ad(data: &[u8], advert: &mut Advert) -> Result<(), AdError> {
                 );
             }
             UUID128_INCOMPLETE | UUID128_COMPLETE => {
-                if body.len() % 16 != 0 {
+                if !body.len().is_multiple_of(16) {
                     return Err(bad());
                 }
                 advert.service_uuids.extend(body.chunks_exact(16).map(|c| {

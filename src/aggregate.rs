@@ -300,7 +300,7 @@ impl Aggregator {
                 }
             })
             .collect();
-        sightings.sort_by(|a, b| a.rpi.cmp(&b.rpi));
+        sightings.sort_by_key(|s| s.rpi);
         Some(Window {
             start: w.start,
             intervals: self.config.window_intervals,

@@ -4,6 +4,8 @@
 //! Today the gateway offers offline diagnostics (`decode`); the daemon (`run`,
 //! `check-config`, `keygen`, `status`) come with the gateway pipeline (see README.md).
 
+pub mod outbox;
+
 use crate::beacon::{GaenBeacon, MalformedGaen};
 use crate::exit::Exit;
 use clap::{Parser, Subcommand};
