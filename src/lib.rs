@@ -16,9 +16,14 @@
 //! - [`aggregate`]: the window aggregator (adverts → per-RPI sightings per window, no MAC).
 //! - [`batch`]: the batch schema a gateway seals per window (encode, validated decode).
 //! - [`seal`]: HPKE sealing of batches to the authority, and unforgeable receipt tags.
+//! - [`hci`]: HCI LE (extended) advertising report events → adverts, and their encoder.
+//! - [`btsnoop`]: btsnoop capture files (`btmon -w`, Android HCI snoop log): reader, writer,
+//!   and the adverts a capture holds.
 //! - [`rpi_index`]: the hash index that joins derived RPIs against stored sightings.
 //! - [`export`]: diagnosis-key export files (`export.bin` + `export.sig` in a zip): read,
 //!   validate, verify signatures, write and sign.
+//! - [`sim`]: a simulated city day (phones, venues, rotating keys and addresses, path loss):
+//!   deterministic advert streams per venue and the ground truth, for tests and the demo.
 //!
 //! Edges (files, terminals, processes):
 //! - [`authority`]: the `venuetrace-authority` commands (definitions and implementations).
@@ -34,10 +39,13 @@ pub mod aggregate;
 pub mod authority;
 pub mod batch;
 pub mod beacon;
+pub mod btsnoop;
 pub mod crypto;
 pub mod exit;
 pub mod export;
 pub mod gateway;
+pub mod hci;
 pub mod output;
 pub mod rpi_index;
 pub mod seal;
+pub mod sim;

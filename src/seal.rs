@@ -47,6 +47,11 @@ pub const MAX_ENVELOPE_BYTES: usize = crate::batch::MAX_BATCH_BYTES + 256;
 pub struct PublicKey([u8; 32]);
 
 impl PublicKey {
+    /// A public key from its 32 raw bytes (checked when used).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod mosquitto;
+pub mod responder;
+
 use std::path::PathBuf;
 
 /// Path of a file in the shared reference data directory (`VENUETRACE_TESTDATA` overrides it).
