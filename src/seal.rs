@@ -336,7 +336,26 @@ fn receipt_context(batch_id: &BatchId) -> Vec<u8> {
 
 /// Seals a batch from `gateway` to `authority`.
 pub fn seal(batch: &Batch, gateway: &KeyPair, authority: &PublicKey) -> Result<Sealed, SealError> {
-    let header = header_bytes(&batch.id, batch.window_start);
+    seal_raw(
+        &batch.id,
+        batch.window_start,
+        &batch.encode(),
+        gateway,
+        authority,
+    )
+}
+
+/// Seals arbitrary plaintext under a batch header: what [`seal`] does with an encoded batch.
+/// Public for tools and tests that must produce hostile envelopes (e.g. a batch of another
+/// schema version); gateways use [`seal`].
+pub fn seal_raw(
+    batch_id: &BatchId,
+    window_start: Enin,
+    plaintext: &[u8],
+    gateway: &KeyPair,
+    authority: &PublicKey,
+) -> Result<Sealed, SealError> {
+    let header = header_bytes(batch_id, window_start);
     let mode = OpModeS::Auth((
         gateway.private.clone(),
         gateway.public.hpke().map_err(SealError::Key)?,
@@ -348,10 +367,10 @@ pub fn seal(batch: &Batch, gateway: &KeyPair, authority: &PublicKey) -> Result<S
     )
     .map_err(|e| SealError::Seal(e.to_string()))?;
     let ciphertext = ctx
-        .seal(&batch.encode(), &header)
+        .seal(plaintext, &header)
         .map_err(|e| SealError::Seal(e.to_string()))?;
     let mut receipt_tag = [0u8; 32];
-    ctx.export(&receipt_context(&batch.id), &mut receipt_tag)
+    ctx.export(&receipt_context(batch_id), &mut receipt_tag)
         .map_err(|e| SealError::Seal(e.to_string()))?;
     let mut envelope = header;
     envelope.extend_from_slice(&enc.to_bytes());

@@ -4,6 +4,8 @@
 
 pub mod cli;
 pub mod keys;
+pub mod ingest;
+pub mod store;
 
 use crate::exit::Exit;
 use std::io::Write;

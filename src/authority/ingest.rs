@@ -1,0 +1,296 @@
+//! Batch ingest (`venuetrace-authority run`): takes sealed batches from the broker, opens and
+//! validates them, stores each once, and only then sends the receipt and acknowledges the
+//! MQTT message (DESIGN.md §5).
+//!
+//! [`process`] is the decision for one message (blocking: it writes to the store); [`run`]
+//! is the MQTT loop around it. The loop subscribes through a shared subscription
+//! (`$share/GROUP/venuetrace/v1/gw/+/batch`), so several authority processes can split the
+//! load, with manual acknowledgements: a message is acknowledged after its batch is committed
+//! (or quarantined) and its receipt handed to the client. If the process dies in between, the
+//! broker redelivers it, and storing it again is a no-op that sends the receipt again.
+//!
+//! A message that cannot be opened or validated is quarantined with its reason (hash and size
+//! only) and acknowledged without a receipt: never retried forever, never a crash.
+
+use super::store::{SqliteStore, StoreError, Stored};
+use crate::gateway::publisher::{MqttSettings, ReceiptMessage};
+use crate::seal::{self, KeyPair, PublicKey};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Validation limits.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestLimits {
+    /// How far in the future a window may start (gateway clock skew).
+    pub max_future: Duration,
+    /// How old a window may be (older ones would be purged at once).
+    pub retention: Duration,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self {
+            max_future: Duration::from_secs(15 * 60),
+            retention: Duration::from_secs(21 * 86_400),
+        }
+    }
+}
+
+/// What happened to one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored (or already stored): send this receipt.
+    Receipt {
+        /// The batch.
+        batch_id: String,
+        /// Whether it was new (false: a resend, stored before).
+        new: bool,
+        /// Sightings stored (0 for a resend).
+        sightings: usize,
+        /// Where the receipt goes.
+        topic: String,
+        /// The receipt JSON.
+        payload: String,
+    },
+    /// Refused and quarantined.
+    Quarantined {
+        /// The batch id from the header, if it could be read.
+        batch_id: Option<String>,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The gateway id in a batch topic `venuetrace/v1/gw/{id}/batch`.
+pub fn topic_gateway(topic: &str) -> Option<&str> {
+    topic
+        .strip_prefix("venuetrace/v1/gw/")?
+        .strip_suffix("/batch")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// Decides about one message and records the decision in the store. Errors are only store
+/// failures (the message is then not acknowledged, and the broker redelivers it later).
+pub fn process(
+    store: &mut SqliteStore,
+    authority: &KeyPair,
+    topic: &str,
+    payload: &[u8],
+    now_ms: i64,
+    limits: &IngestLimits,
+) -> Result<Outcome, StoreError> {
+    let quarantine = |store: &mut SqliteStore, batch_id: Option<String>, reason: String| {
+        store.quarantine(topic, batch_id.as_deref(), &reason, payload, now_ms)?;
+        Ok(Outcome::Quarantined { batch_id, reason })
+    };
+    let header = match seal::read_header(payload) {
+        Ok((header, _)) => header,
+        Err(e) => return quarantine(store, None, crate::exit::describe(&e)),
+    };
+    let batch_id = header.batch_id.to_string();
+    if topic_gateway(topic) != Some(header.batch_id.gateway.as_str()) {
+        let reason = format!(
+            "published on {topic} but sealed as gateway {}",
+            header.batch_id.gateway
+        );
+        return quarantine(store, Some(batch_id), reason);
+    }
+    let gateway = match store.gateway(header.batch_id.gateway.as_str())? {
+        None => {
+            let reason = format!("unknown gateway {}", header.batch_id.gateway);
+            return quarantine(store, Some(batch_id), reason);
+        }
+        Some(g) if g.revoked_ms.is_some() => {
+            let reason = format!("gateway {} is revoked", header.batch_id.gateway);
+            return quarantine(store, Some(batch_id), reason);
+        }
+        Some(g) => g,
+    };
+    let opened = match seal::open(
+        payload,
+        authority,
+        &PublicKey::from_bytes(gateway.public_key),
+    ) {
+        Ok(opened) => opened,
+        Err(e) => return quarantine(store, Some(batch_id), crate::exit::describe(&e)),
+    };
+    let start_s = opened.batch.window_start_unix_s();
+    let now_s = now_ms.div_euclid(1000);
+    if start_s > now_s + limits.max_future.as_secs() as i64 {
+        let reason = format!("window starts {} s in the future", start_s - now_s);
+        return quarantine(store, Some(batch_id), reason);
+    }
+    let end_s = start_s + i64::from(opened.batch.window_minutes) * 60;
+    if end_s < now_s - limits.retention.as_secs() as i64 {
+        let reason = format!(
+            "window ended {} days ago, past retention",
+            (now_s - end_s) / 86_400
+        );
+        return quarantine(store, Some(batch_id), reason);
+    }
+    let stored = store.store_batch(&opened.batch, &gateway, now_ms)?;
+    let receipt = ReceiptMessage {
+        batch_id: batch_id.clone(),
+        tag: hex::encode(opened.receipt_tag),
+    };
+    Ok(Outcome::Receipt {
+        batch_id,
+        new: matches!(stored, Stored::New(_)),
+        sightings: match stored {
+            Stored::New(n) => n,
+            Stored::Duplicate => 0,
+        },
+        topic: format!("venuetrace/v1/gw/{}/receipt", gateway.id),
+        payload: serde_json::to_string(&receipt).unwrap_or_default(),
+    })
+}
+
+/// Counts of one ingest run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    /// Batches stored for the first time.
+    pub stored: u64,
+    /// Resends of stored batches (receipted again).
+    pub duplicates: u64,
+    /// Messages quarantined.
+    pub quarantined: u64,
+}
+
+/// Ingest failed for good.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking task failed (a bug).
+    #[error("internal task failed: {0}")]
+    Internal(String),
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Runs ingest until `shutdown`, then finishes the message in hand and disconnects.
+pub async fn run(
+    mqtt: &MqttSettings,
+    share_group: &str,
+    authority: KeyPair,
+    store: Arc<Mutex<SqliteStore>>,
+    limits: IngestLimits,
+    shutdown: CancellationToken,
+) -> Result<IngestReport, IngestError> {
+    let mut options = MqttOptions::new(&mqtt.client_id, &mqtt.host, mqtt.port);
+    options
+        .set_keep_alive(mqtt.keep_alive)
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_max_packet_size(mqtt.max_packet_bytes, mqtt.max_packet_bytes);
+    if let Some((user, password)) = &mqtt.credentials {
+        options.set_credentials(user, password);
+    }
+    if let Some(tls) = &mqtt.tls {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        options.set_transport(match &tls.ca_pem {
+            Some(ca) => Transport::tls(ca.clone(), tls.client_auth.clone(), None),
+            None => Transport::tls_with_default_config(),
+        });
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 256);
+    let filter = format!("$share/{share_group}/venuetrace/v1/gw/+/batch");
+    let mut report = IngestReport::default();
+    let mut retry = Duration::from_millis(250);
+    let authority = Arc::new(authority);
+    loop {
+        let event = tokio::select! {
+            () = shutdown.cancelled() => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                retry = Duration::from_millis(250);
+                info!(broker = %format!("{}:{}", mqtt.host, mqtt.port), subscription = %filter, "ingest connected");
+                let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let (store, authority) = (Arc::clone(&store), Arc::clone(&authority));
+                let topic = publish.topic.clone();
+                let payload = publish.payload.clone();
+                let outcome = tokio::task::spawn_blocking(move || {
+                    let mut store = store
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    process(&mut store, &authority, &topic, &payload, now_ms(), &limits)
+                })
+                .await
+                .map_err(|e| IngestError::Internal(e.to_string()))?;
+                match outcome {
+                    Ok(Outcome::Receipt {
+                        batch_id,
+                        new,
+                        sightings,
+                        topic,
+                        payload,
+                    }) => {
+                        if new {
+                            report.stored += 1;
+                            info!(%batch_id, sightings, "stored batch");
+                        } else {
+                            report.duplicates += 1;
+                            debug!(%batch_id, "batch already stored; receipting again");
+                        }
+                        // Receipt first, then the ack: if we die between them the broker
+                        // redelivers and the gateway gets a duplicate receipt, never none.
+                        if client
+                            .publish(topic, QoS::AtLeastOnce, false, payload)
+                            .await
+                            .is_ok()
+                        {
+                            let _ = client.ack(&publish).await;
+                        }
+                    }
+                    Ok(Outcome::Quarantined { batch_id, reason }) => {
+                        report.quarantined += 1;
+                        warn!(batch_id = batch_id.as_deref().unwrap_or("?"), topic = %publish.topic, %reason, "batch quarantined");
+                        let _ = client.ack(&publish).await;
+                    }
+                    Err(e) => {
+                        // Not acknowledged: the broker redelivers after a reconnect.
+                        warn!(error = %crate::exit::describe(&e), "store failed; batch left unacknowledged");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "MQTT broker unreachable; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(retry) => {}
+                }
+                retry = (retry * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batch topics name their gateway; anything else does not.
+    #[test]
+    fn topics() {
+        assert_eq!(topic_gateway("venuetrace/v1/gw/gw-1/batch"), Some("gw-1"));
+        assert_eq!(topic_gateway("venuetrace/v1/gw//batch"), None);
+        assert_eq!(topic_gateway("venuetrace/v1/gw/a/b/batch"), None);
+        assert_eq!(topic_gateway("other/gw-1/batch"), None);
+    }
+}

@@ -1,0 +1,874 @@
+//! The authority's store: venues, enrolled gateways, received batches and their sightings,
+//! quarantined batches, diagnosis keys and exposure results — in one SQLite file (the
+//! zero-setup default; DESIGN.md §5).
+//!
+//! Blocking (rusqlite): async callers run it on blocking threads. Every write that must be
+//! atomic is one transaction: a batch and all its sightings, an import file's keys, a match
+//! run's results. Batches are keyed by their id (`GATEWAY:SEQUENCE`), so storing one twice is
+//! a no-op that says so. The schema is versioned with `PRAGMA user_version`.
+//!
+//! What is stored is what matching needs and nothing that identifies a phone beyond the RPIs
+//! themselves (which rotate every 10 minutes and are purged after the retention period).
+
+use crate::aggregate::{Counters, MinuteRssi};
+use crate::batch::Batch;
+use crate::crypto::{Aem, Enin, Rpi};
+use crate::export::{DiagnosisKey, ReportType};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+
+/// Schema version written by this code.
+pub const SCHEMA_VERSION: i64 = 1;
+/// Marks the file as a venuetrace authority store (`PRAGMA application_id`, "VTAU").
+pub const APPLICATION_ID: i64 = 0x5654_4155;
+
+const SCHEMA: &str = "
+CREATE TABLE venue (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  kind TEXT NOT NULL,
+  location TEXT
+) STRICT;
+CREATE TABLE gateway (
+  id TEXT PRIMARY KEY,
+  venue_id INTEGER NOT NULL REFERENCES venue(id),
+  public_key BLOB NOT NULL CHECK (length(public_key) = 32),
+  label TEXT,
+  calibration_db INTEGER NOT NULL DEFAULT 0,
+  enrolled_ms INTEGER NOT NULL,
+  revoked_ms INTEGER
+) STRICT;
+CREATE TABLE batch (
+  id INTEGER PRIMARY KEY,
+  batch_id TEXT NOT NULL UNIQUE,
+  gateway_id TEXT NOT NULL REFERENCES gateway(id),
+  sequence INTEGER NOT NULL,
+  venue_id INTEGER NOT NULL REFERENCES venue(id),
+  window_start_enin INTEGER NOT NULL,
+  window_minutes INTEGER NOT NULL,
+  closed_early INTEGER NOT NULL,
+  calibration_db INTEGER NOT NULL,
+  adverts INTEGER NOT NULL, gaen INTEGER NOT NULL, malformed INTEGER NOT NULL,
+  dropped INTEGER NOT NULL, late INTEGER NOT NULL, bluetrace_adverts INTEGER NOT NULL,
+  bluetrace_devices INTEGER NOT NULL, unrelated INTEGER NOT NULL,
+  sightings INTEGER NOT NULL,
+  received_ms INTEGER NOT NULL
+) STRICT;
+CREATE INDEX batch_window ON batch(window_start_enin);
+CREATE TABLE sighting (
+  batch INTEGER NOT NULL REFERENCES batch(id) ON DELETE CASCADE,
+  venue_id INTEGER NOT NULL,
+  window_start_enin INTEGER NOT NULL,
+  rpi BLOB NOT NULL,
+  aem BLOB NOT NULL,
+  minutes BLOB NOT NULL
+) STRICT;
+CREATE INDEX sighting_window ON sighting(window_start_enin);
+CREATE TABLE quarantine (
+  id INTEGER PRIMARY KEY,
+  received_ms INTEGER NOT NULL,
+  topic TEXT NOT NULL,
+  batch_id TEXT,
+  reason TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  sha256 TEXT NOT NULL
+) STRICT;
+CREATE TABLE diagnosis_key (
+  id INTEGER PRIMARY KEY,
+  key_data BLOB NOT NULL UNIQUE CHECK (length(key_data) = 16),
+  rolling_start INTEGER NOT NULL,
+  rolling_period INTEGER NOT NULL,
+  transmission_risk_level INTEGER,
+  report_type INTEGER,
+  days_since_onset INTEGER,
+  source TEXT NOT NULL,
+  imported_ms INTEGER NOT NULL,
+  revised_ms INTEGER
+) STRICT;
+CREATE TABLE exposure_event (
+  key_id INTEGER NOT NULL REFERENCES diagnosis_key(id) ON DELETE CASCADE,
+  venue_id INTEGER NOT NULL REFERENCES venue(id),
+  start_s INTEGER NOT NULL,
+  end_s INTEGER NOT NULL,
+  score REAL NOT NULL,
+  min_attenuation_db INTEGER NOT NULL,
+  typical_attenuation_db INTEGER NOT NULL,
+  minutes_immediate INTEGER NOT NULL, minutes_near INTEGER NOT NULL,
+  minutes_medium INTEGER NOT NULL, minutes_other INTEGER NOT NULL,
+  report_type INTEGER NOT NULL
+) STRICT;
+CREATE TABLE venue_hour (
+  venue_id INTEGER NOT NULL REFERENCES venue(id),
+  hour_start_s INTEGER NOT NULL,
+  exposure_events INTEGER NOT NULL,
+  infectious_keys INTEGER NOT NULL,
+  exposure_minutes INTEGER NOT NULL,
+  max_score REAL NOT NULL,
+  total_score REAL NOT NULL,
+  co_present INTEGER NOT NULL,
+  PRIMARY KEY (venue_id, hour_start_s)
+) STRICT;
+";
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("store {path}: {operation}")]
+    Sqlite {
+        /// The database file.
+        path: String,
+        /// What was being done.
+        operation: &'static str,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file is not an authority store, or of a newer schema.
+    #[error("store {path}: {problem}")]
+    Incompatible {
+        /// The database file.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A registry operation refers to something missing or conflicting.
+    #[error("{0}")]
+    Registry(String),
+}
+
+/// A venue.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Venue {
+    /// Store number.
+    pub id: u32,
+    /// Name (the id gateways report).
+    pub name: String,
+    /// Kind: supermarket, market, station, bus...
+    pub kind: String,
+    /// Optional location text.
+    pub location: Option<String>,
+}
+
+/// An enrolled gateway.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Gateway {
+    /// Its id.
+    pub id: String,
+    /// Venue name.
+    pub venue: String,
+    /// X25519 public key.
+    #[serde(serialize_with = "serialize_b64")]
+    pub public_key: [u8; 32],
+    /// Label.
+    pub label: Option<String>,
+    /// Receiver calibration, dB.
+    pub calibration_db: i32,
+    /// Enrollment time, Unix ms.
+    pub enrolled_ms: i64,
+    /// Revocation time, Unix ms.
+    pub revoked_ms: Option<i64>,
+}
+
+fn serialize_b64<S: serde::Serializer>(key: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    use base64::Engine;
+    s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(key))
+}
+
+/// Outcome of storing a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Newly stored, with this many sightings.
+    New(usize),
+    /// Already stored (a resend): nothing written.
+    Duplicate,
+}
+
+/// One stored sighting, as matching reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSighting {
+    /// Venue number.
+    pub venue: u32,
+    /// Window start.
+    pub window_start: Enin,
+    /// Window length, minutes.
+    pub window_minutes: u32,
+    /// The RPI.
+    pub rpi: Rpi,
+    /// Its AEM.
+    pub aem: Aem,
+    /// The gateway's calibration.
+    pub rssi_calibration_db: i32,
+    /// Per-minute RSSI.
+    pub minutes: Vec<MinuteRssi>,
+}
+
+/// Per gateway delivery status.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GatewayStatus {
+    /// Gateway id.
+    pub id: String,
+    /// Venue name.
+    pub venue: String,
+    /// Revoked?
+    pub revoked: bool,
+    /// Batches stored.
+    pub batches: u64,
+    /// Highest sequence stored.
+    pub last_sequence: Option<u64>,
+    /// Start of the latest window stored, Unix s.
+    pub last_window_start_s: Option<i64>,
+    /// When the latest batch arrived, Unix ms.
+    pub last_received_ms: Option<i64>,
+    /// Sum of the batches' counters.
+    pub adverts: u64,
+    /// Malformed GAEN adverts.
+    pub malformed: u64,
+    /// RPIs dropped by the gateways' caps.
+    pub dropped: u64,
+}
+
+/// A quarantined message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Quarantined {
+    /// Row id.
+    pub id: i64,
+    /// Arrival, Unix ms.
+    pub received_ms: i64,
+    /// MQTT topic.
+    pub topic: String,
+    /// Batch id from the envelope header, if readable.
+    pub batch_id: Option<String>,
+    /// Why it was refused.
+    pub reason: String,
+    /// Payload size.
+    pub size: i64,
+    /// SHA-256 of the payload, hex (the payload itself is not kept).
+    pub sha256: String,
+}
+
+/// A stored diagnosis key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Row id.
+    pub id: u64,
+    /// The key.
+    pub key: DiagnosisKey,
+}
+
+/// Result of importing keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KeyImport {
+    /// Keys new to the store.
+    pub new: u64,
+    /// Keys already stored and unchanged.
+    pub unchanged: u64,
+    /// Keys whose report type or days since onset were revised.
+    pub revised: u64,
+}
+
+/// Purge counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Batches (with their sightings) deleted.
+    pub batches: u64,
+    /// Sightings deleted with them.
+    pub sightings: u64,
+    /// Keys deleted.
+    pub keys: u64,
+}
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn pack_minutes(minutes: &[MinuteRssi]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(minutes.len() * 8);
+    for m in minutes {
+        out.push(m.minute);
+        out.extend_from_slice(&m.count.to_le_bytes());
+        out.extend_from_slice(&[m.min as u8, m.mean as u8, m.max as u8]);
+    }
+    out
+}
+
+fn unpack_minutes(bytes: &[u8]) -> Vec<MinuteRssi> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| MinuteRssi {
+            minute: c[0],
+            count: u32::from_le_bytes([c[1], c[2], c[3], c[4]]),
+            min: c[5] as i8,
+            mean: c[6] as i8,
+            max: c[7] as i8,
+        })
+        .collect()
+}
+
+fn report_type_code(r: Option<ReportType>) -> Option<i64> {
+    r.map(|r| i64::from(r.to_i32()))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`: WAL, foreign keys, schema migration.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let display = path.display().to_string();
+        let err = |operation: &'static str| {
+            let path = display.clone();
+            move |source| StoreError::Sqlite {
+                path,
+                operation,
+                source,
+            }
+        };
+        let conn = Connection::open(path).map_err(err("open"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err("set busy timeout"))?;
+        let app: i64 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(err("read application id"))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err("read schema version"))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Incompatible {
+                path: display,
+                problem: format!(
+                    "schema version {version} is newer than this program's ({SCHEMA_VERSION}); upgrade venuetrace"
+                ),
+            });
+        }
+        if version > 0 && app != APPLICATION_ID {
+            return Err(StoreError::Incompatible {
+                path: display,
+                problem: "not a venuetrace authority store".into(),
+            });
+        }
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(err("configure"))?;
+        if version == 0 {
+            let tables: i64 = conn
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                .map_err(err("inspect"))?;
+            if tables > 0 {
+                return Err(StoreError::Incompatible {
+                    path: display,
+                    problem: "not a venuetrace authority store (it already has other tables)"
+                        .into(),
+                });
+            }
+            conn.execute_batch(&format!(
+                "BEGIN; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(err("create schema"))?;
+        }
+        Ok(Self {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    fn err(&self, operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            operation,
+            source,
+        }
+    }
+
+    /// Adds a venue, or returns the existing one's number when `name` is known (kind and
+    /// location are updated when given).
+    pub fn upsert_venue(
+        &mut self,
+        name: &str,
+        kind: &str,
+        location: Option<&str>,
+    ) -> Result<u32, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO venue(name, kind, location) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET kind = excluded.kind,
+                   location = coalesce(excluded.location, venue.location)",
+                params![name, kind, location],
+            )
+            .map_err(self.err("add venue"))?;
+        self.conn
+            .query_row("SELECT id FROM venue WHERE name = ?1", [name], |r| r.get(0))
+            .map_err(self.err("read venue"))
+    }
+
+    /// All venues, by name.
+    pub fn venues(&self) -> Result<Vec<Venue>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, name, kind, location FROM venue ORDER BY name")
+            .map_err(self.err("list venues"))?;
+        stmt.query_map([], |r| {
+            Ok(Venue {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                kind: r.get(2)?,
+                location: r.get(3)?,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(self.err("list venues"))
+    }
+
+    /// Enrolls a gateway at a venue (created if new). An id already enrolled is an error,
+    /// unless it was revoked (re-enrollment with a new key).
+    pub fn add_gateway(
+        &mut self,
+        id: &str,
+        venue: &str,
+        venue_kind: &str,
+        public_key: [u8; 32],
+        label: Option<&str>,
+        calibration_db: i32,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let existing: Option<Option<i64>> = self
+            .conn
+            .query_row("SELECT revoked_ms FROM gateway WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.err("read gateway"))?;
+        if matches!(existing, Some(None)) {
+            return Err(StoreError::Registry(format!(
+                "gateway {id} is already enrolled; revoke it first to enroll a new key"
+            )));
+        }
+        let venue_id = self.upsert_venue(venue, venue_kind, None)?;
+        self.conn
+            .execute(
+                "INSERT INTO gateway(id, venue_id, public_key, label, calibration_db, enrolled_ms, revoked_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)
+                 ON CONFLICT(id) DO UPDATE SET venue_id = excluded.venue_id, public_key = excluded.public_key,
+                   label = excluded.label, calibration_db = excluded.calibration_db,
+                   enrolled_ms = excluded.enrolled_ms, revoked_ms = NULL",
+                params![id, venue_id, &public_key[..], label, calibration_db, now_ms],
+            )
+            .map_err(self.err("enroll gateway"))?;
+        Ok(())
+    }
+
+    /// Revokes a gateway: its batches are refused from now on (stored ones stay).
+    pub fn revoke_gateway(&mut self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE gateway SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
+                params![id, now_ms],
+            )
+            .map_err(self.err("revoke gateway"))?;
+        if n == 0 {
+            return Err(StoreError::Registry(format!(
+                "no enrolled (unrevoked) gateway {id}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// All gateways, by id.
+    pub fn gateways(&self) -> Result<Vec<Gateway>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT g.id, v.name, g.public_key, g.label, g.calibration_db, g.enrolled_ms, g.revoked_ms
+                 FROM gateway g JOIN venue v ON v.id = g.venue_id ORDER BY g.id",
+            )
+            .map_err(self.err("list gateways"))?;
+        stmt.query_map([], |r| {
+            let key: Vec<u8> = r.get(2)?;
+            let mut public_key = [0u8; 32];
+            public_key.copy_from_slice(&key[..32.min(key.len())]);
+            Ok(Gateway {
+                id: r.get(0)?,
+                venue: r.get(1)?,
+                public_key,
+                label: r.get(3)?,
+                calibration_db: r.get(4)?,
+                enrolled_ms: r.get(5)?,
+                revoked_ms: r.get(6)?,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(self.err("list gateways"))
+    }
+
+    /// The gateway `id`, if enrolled (revoked or not).
+    pub fn gateway(&self, id: &str) -> Result<Option<Gateway>, StoreError> {
+        Ok(self.gateways()?.into_iter().find(|g| g.id == id))
+    }
+
+    /// Whether batch `batch_id` is stored.
+    pub fn has_batch(&self, batch_id: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM batch WHERE batch_id = ?1",
+                [batch_id],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(self.err("look up batch"))
+    }
+
+    /// Stores an opened, validated batch and its sightings in one transaction, under the
+    /// enrolled gateway's venue and calibration; a batch id already stored is a no-op.
+    pub fn store_batch(
+        &mut self,
+        batch: &Batch,
+        gateway: &Gateway,
+        now_ms: i64,
+    ) -> Result<Stored, StoreError> {
+        let path = self.path.display().to_string();
+        let err = |operation: &'static str| {
+            let path = path.clone();
+            move |source| StoreError::Sqlite {
+                path,
+                operation,
+                source,
+            }
+        };
+        let tx = self.conn.transaction().map_err(err("begin batch"))?;
+        let venue_id: u32 = tx
+            .query_row(
+                "SELECT venue_id FROM gateway WHERE id = ?1",
+                [&gateway.id],
+                |r| r.get(0),
+            )
+            .map_err(err("read gateway venue"))?;
+        let c: &Counters = &batch.counters;
+        let inserted = tx
+            .execute(
+                "INSERT INTO batch(batch_id, gateway_id, sequence, venue_id, window_start_enin, window_minutes,
+                   closed_early, calibration_db, adverts, gaen, malformed, dropped, late, bluetrace_adverts,
+                   bluetrace_devices, unrelated, sightings, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+                 ON CONFLICT(batch_id) DO NOTHING",
+                params![
+                    batch.id.to_string(),
+                    gateway.id,
+                    batch.id.sequence as i64,
+                    venue_id,
+                    batch.window_start.0,
+                    batch.window_minutes,
+                    batch.closed_early,
+                    // The enrolled calibration wins over the gateway's claim: operators set it at
+                    // enrollment after measuring the installation.
+                    gateway.calibration_db,
+                    c.adverts as i64,
+                    c.gaen as i64,
+                    c.malformed as i64,
+                    c.dropped as i64,
+                    c.late as i64,
+                    c.bluetrace_adverts as i64,
+                    c.bluetrace_devices as i64,
+                    c.unrelated as i64,
+                    batch.sightings.len() as i64,
+                    now_ms
+                ],
+            )
+            .map_err(err("insert batch"))?;
+        if inserted == 0 {
+            return Ok(Stored::Duplicate);
+        }
+        let row = tx.last_insert_rowid();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO sighting(batch, venue_id, window_start_enin, rpi, aem, minutes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(err("prepare sightings"))?;
+            for s in &batch.sightings {
+                stmt.execute(params![
+                    row,
+                    venue_id,
+                    batch.window_start.0,
+                    &s.rpi.as_bytes()[..],
+                    &s.aem.as_bytes()[..],
+                    pack_minutes(&s.minutes)
+                ])
+                .map_err(err("insert sighting"))?;
+            }
+        }
+        tx.commit().map_err(err("commit batch"))?;
+        Ok(Stored::New(batch.sightings.len()))
+    }
+
+    /// Records a refused message (its hash and size, not its bytes).
+    pub fn quarantine(
+        &mut self,
+        topic: &str,
+        batch_id: Option<&str>,
+        reason: &str,
+        payload: &[u8],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        use sha2::Digest;
+        let sha = hex::encode(sha2::Sha256::digest(payload));
+        self.conn
+            .execute(
+                "INSERT INTO quarantine(received_ms, topic, batch_id, reason, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![now_ms, topic, batch_id, reason, payload.len() as i64, sha],
+            )
+            .map_err(self.err("quarantine"))?;
+        Ok(())
+    }
+
+    /// Quarantined messages, newest first.
+    pub fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, received_ms, topic, batch_id, reason, size, sha256 FROM quarantine ORDER BY id DESC LIMIT ?1")
+            .map_err(self.err("list quarantine"))?;
+        stmt.query_map([limit as i64], |r| {
+            Ok(Quarantined {
+                id: r.get(0)?,
+                received_ms: r.get(1)?,
+                topic: r.get(2)?,
+                batch_id: r.get(3)?,
+                reason: r.get(4)?,
+                size: r.get(5)?,
+                sha256: r.get(6)?,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(self.err("list quarantine"))
+    }
+
+    /// Delivery status per gateway.
+    pub fn gateway_status(&self) -> Result<Vec<GatewayStatus>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT g.id, v.name, g.revoked_ms IS NOT NULL, count(b.id), max(b.sequence),
+                   max(b.window_start_enin) * 600, max(b.received_ms),
+                   coalesce(sum(b.adverts), 0), coalesce(sum(b.malformed), 0), coalesce(sum(b.dropped), 0)
+                 FROM gateway g JOIN venue v ON v.id = g.venue_id LEFT JOIN batch b ON b.gateway_id = g.id
+                 GROUP BY g.id ORDER BY g.id",
+            )
+            .map_err(self.err("gateway status"))?;
+        stmt.query_map([], |r| {
+            Ok(GatewayStatus {
+                id: r.get(0)?,
+                venue: r.get(1)?,
+                revoked: r.get(2)?,
+                batches: r.get::<_, i64>(3)? as u64,
+                last_sequence: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+                last_window_start_s: r.get(5)?,
+                last_received_ms: r.get(6)?,
+                adverts: r.get::<_, i64>(7)? as u64,
+                malformed: r.get::<_, i64>(8)? as u64,
+                dropped: r.get::<_, i64>(9)? as u64,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(self.err("gateway status"))
+    }
+
+    /// Sightings of windows starting in `from..to` (ENINs), for matching.
+    pub fn sightings(&self, from: Enin, to: Enin) -> Result<Vec<StoredSighting>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT s.venue_id, s.window_start_enin, b.window_minutes, s.rpi, s.aem, b.calibration_db, s.minutes
+                 FROM sighting s JOIN batch b ON b.id = s.batch
+                 WHERE s.window_start_enin >= ?1 AND s.window_start_enin < ?2",
+            )
+            .map_err(self.err("read sightings"))?;
+        stmt.query_map(params![from.0, to.0], |r| {
+            let rpi: Vec<u8> = r.get(3)?;
+            let aem: Vec<u8> = r.get(4)?;
+            let minutes: Vec<u8> = r.get(6)?;
+            Ok(StoredSighting {
+                venue: r.get(0)?,
+                window_start: Enin(r.get(1)?),
+                window_minutes: r.get(2)?,
+                rpi: Rpi::from_slice(&rpi).unwrap_or(Rpi::from_bytes([0; 16])),
+                aem: Aem::from_slice(&aem).unwrap_or(Aem::from_bytes([0; 4])),
+                rssi_calibration_db: r.get(5)?,
+                minutes: unpack_minutes(&minutes),
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(self.err("read sightings"))
+    }
+
+    /// Imports keys in one transaction. A key already stored with the same data is unchanged;
+    /// with another report type or days since onset it is revised (the newer file wins).
+    pub fn import_keys(
+        &mut self,
+        keys: &[DiagnosisKey],
+        source: &str,
+        now_ms: i64,
+    ) -> Result<KeyImport, StoreError> {
+        let path = self.path.display().to_string();
+        let err = |operation: &'static str| {
+            let path = path.clone();
+            move |source| StoreError::Sqlite {
+                path,
+                operation,
+                source,
+            }
+        };
+        let tx = self.conn.transaction().map_err(err("begin key import"))?;
+        let mut result = KeyImport::default();
+        for key in keys {
+            let existing: Option<(Option<i64>, Option<i64>)> = tx
+                .query_row(
+                    "SELECT report_type, days_since_onset FROM diagnosis_key WHERE key_data = ?1",
+                    [&key.tek.as_bytes()[..]],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(err("look up key"))?;
+            let report = report_type_code(key.report_type);
+            let onset = key.days_since_onset_of_symptoms.map(i64::from);
+            match existing {
+                None => {
+                    tx.execute(
+                        "INSERT INTO diagnosis_key(key_data, rolling_start, rolling_period, transmission_risk_level,
+                           report_type, days_since_onset, source, imported_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        params![
+                            &key.tek.as_bytes()[..],
+                            key.rolling_start.0,
+                            key.rolling_period.get(),
+                            key.transmission_risk_level,
+                            report,
+                            onset,
+                            source,
+                            now_ms
+                        ],
+                    )
+                    .map_err(err("insert key"))?;
+                    result.new += 1;
+                }
+                Some((r, o)) if r == report && o == onset => result.unchanged += 1,
+                Some(_) => {
+                    tx.execute(
+                        "UPDATE diagnosis_key SET report_type = ?2, days_since_onset = ?3, revised_ms = ?4, source = ?5
+                         WHERE key_data = ?1",
+                        params![&key.tek.as_bytes()[..], report, onset, now_ms, source],
+                    )
+                    .map_err(err("revise key"))?;
+                    result.revised += 1;
+                }
+            }
+        }
+        tx.commit().map_err(err("commit key import"))?;
+        Ok(result)
+    }
+
+    /// All stored keys.
+    pub fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, key_data, rolling_start, rolling_period, transmission_risk_level, report_type, days_since_onset
+                 FROM diagnosis_key ORDER BY id",
+            )
+            .map_err(self.err("read keys"))?;
+        stmt.query_map([], |r| {
+            let data: Vec<u8> = r.get(1)?;
+            let mut tek = [0u8; 16];
+            tek.copy_from_slice(&data[..16.min(data.len())]);
+            let period: i64 = r.get(3)?;
+            Ok(StoredKey {
+                id: r.get::<_, i64>(0)? as u64,
+                key: DiagnosisKey {
+                    tek: crate::crypto::Tek::from_bytes(tek),
+                    transmission_risk_level: r.get(4)?,
+                    rolling_start: Enin(r.get(2)?),
+                    rolling_period: crate::crypto::RollingPeriod::new(period)
+                        .unwrap_or(crate::crypto::RollingPeriod::DAY),
+                    report_type: r.get::<_, Option<i32>>(5)?.map(ReportType::from_i32),
+                    days_since_onset_of_symptoms: r.get(6)?,
+                },
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(self.err("read keys"))
+    }
+
+    /// Deletes sightings of windows that started before `sightings_before_s` and keys whose
+    /// validity ended before `keys_before_s` (with their exposure results).
+    pub fn purge(
+        &mut self,
+        sightings_before_s: i64,
+        keys_before_s: i64,
+    ) -> Result<Purged, StoreError> {
+        let path = self.path.display().to_string();
+        let err = |operation: &'static str| {
+            let path = path.clone();
+            move |source| StoreError::Sqlite {
+                path,
+                operation,
+                source,
+            }
+        };
+        let tx = self.conn.transaction().map_err(err("begin purge"))?;
+        let before = sightings_before_s.div_euclid(600);
+        let sightings = tx
+            .execute(
+                "DELETE FROM sighting WHERE window_start_enin < ?1",
+                [before],
+            )
+            .map_err(err("purge sightings"))? as u64;
+        let batches = tx
+            .execute("DELETE FROM batch WHERE window_start_enin < ?1", [before])
+            .map_err(err("purge batches"))? as u64;
+        let keys = tx
+            .execute(
+                "DELETE FROM diagnosis_key WHERE (rolling_start + rolling_period) * 600 < ?1",
+                [keys_before_s],
+            )
+            .map_err(err("purge keys"))? as u64;
+        tx.commit().map_err(err("commit purge"))?;
+        Ok(Purged {
+            batches,
+            sightings,
+            keys,
+        })
+    }
+
+    /// Direct access for the matching driver and queries in this crate.
+    pub(crate) fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Per-minute RSSI survives the packed column format.
+    #[test]
+    fn minutes_pack_round_trip() {
+        let minutes = vec![
+            MinuteRssi {
+                minute: 0,
+                count: 3,
+                min: -80,
+                mean: -70,
+                max: -60,
+            },
+            MinuteRssi {
+                minute: 9,
+                count: 70_000,
+                min: -127,
+                mean: -1,
+                max: 20,
+            },
+        ];
+        assert_eq!(unpack_minutes(&pack_minutes(&minutes)), minutes);
+    }
+}
