@@ -110,6 +110,17 @@ pub struct Window {
 }
 
 impl Window {
+    /// A window in which nothing was heard.
+    pub fn empty(start: Enin, intervals: u32) -> Self {
+        Self {
+            start,
+            intervals,
+            closed_early: false,
+            counters: Counters::default(),
+            sightings: Vec::new(),
+        }
+    }
+
     /// Window length in minutes.
     pub fn minutes(&self) -> u32 {
         self.intervals * 10

@@ -1,7 +1,6 @@
 //! HCI events that carry LE advertising reports, as a controller sends them to the host and a
-//! capture (btsnoop, see [`crate::btsnoop`]) records them: decoding them into
-//! [`Advert`](crate::advert::Advert) values, and encoding them (for the simulator, fixtures,
-//! tests and benchmarks).
+//! capture (btsnoop, see [`crate::btsnoop`]) records them: decoding them into [`Advert`]
+//! values, and encoding them (for the simulator, fixtures, tests and benchmarks).
 //!
 //! Pure: bytes in, adverts or a typed error out; no I/O, no clock (the caller passes the time
 //! the event was received). What the advertising data *means* is [`crate::advert`]'s and

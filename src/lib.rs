@@ -20,6 +20,8 @@
 //! - [`btsnoop`]: btsnoop capture files (`btmon -w`, Android HCI snoop log): reader, writer,
 //!   and the adverts a capture holds.
 //! - [`rpi_index`]: the hash index that joins derived RPIs against stored sightings.
+//! - [`matching`]: exposure matching (diagnosis keys × venue sightings → GAEN v2 exposure
+//!   windows, risk scores, venue hours with co-presence counts).
 //! - [`export`]: diagnosis-key export files (`export.bin` + `export.sig` in a zip): read,
 //!   validate, verify signatures, write and sign.
 //! - [`sim`]: a simulated city day (phones, venues, rotating keys and addresses, path loss):
@@ -30,6 +32,8 @@
 //! - [`gateway`]: the `venuetrace-gateway` commands.
 //! - [`output`]: tables, JSON and timestamps for people and programs.
 //! - [`exit`]: sysexits codes and error reporting shared by both binaries.
+//! - [`config_schema`]: the strict-configuration machinery (schema walker, every problem at
+//!   once, environment overrides) both daemons' configurations are built on.
 //!
 //! The binaries in `src/bin/` only parse arguments, call into this library and map errors to
 //! exit codes.
@@ -40,11 +44,13 @@ pub mod authority;
 pub mod batch;
 pub mod beacon;
 pub mod btsnoop;
+pub mod config_schema;
 pub mod crypto;
 pub mod exit;
 pub mod export;
 pub mod gateway;
 pub mod hci;
+pub mod matching;
 pub mod output;
 pub mod rpi_index;
 pub mod seal;

@@ -13,6 +13,18 @@ pub enum Format {
     Json,
 }
 
+/// Output format of a listing or query: a table, JSON, or CSV for spreadsheets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    /// Aligned columns for a terminal.
+    #[default]
+    Table,
+    /// One JSON document.
+    Json,
+    /// Comma-separated values with a header row (RFC 4180 quoting).
+    Csv,
+}
+
 /// A text table: a header row and data rows, printed with columns padded to their widest cell.
 #[derive(Debug, Default)]
 pub struct Table {
@@ -32,6 +44,25 @@ impl Table {
     /// Appends a row; missing cells print empty, extra cells are kept.
     pub fn row<I: IntoIterator<Item = S>, S: Into<String>>(&mut self, cells: I) {
         self.rows.push(cells.into_iter().map(Into::into).collect());
+    }
+
+    /// Writes the table as CSV: header row, then data rows; cells with commas, quotes or line
+    /// breaks are quoted (RFC 4180).
+    pub fn write_csv(&self, out: &mut dyn Write) -> io::Result<()> {
+        for row in std::iter::once(&self.header).chain(&self.rows) {
+            let cells: Vec<String> = row
+                .iter()
+                .map(|c| {
+                    if c.contains([',', '"', '\n', '\r']) {
+                        format!("\"{}\"", c.replace('"', "\"\""))
+                    } else {
+                        c.clone()
+                    }
+                })
+                .collect();
+            write!(out, "{}\r\n", cells.join(","))?;
+        }
+        Ok(())
     }
 
     /// Writes the table, two spaces between columns, no trailing spaces.

@@ -3,7 +3,7 @@
 //! so that a bad value is a usage error (exit 64) naming the option.
 
 use crate::crypto::Tek;
-use crate::output::Format;
+use crate::output::{Format, ListFormat};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -22,6 +22,209 @@ pub enum Command {
     /// Diagnosis keys: inspect export files, derive RPIs.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Check a configuration file and the VENUETRACE_AUTHORITY__* environment overrides:
+    /// prints "FILE: ok" and a summary, or every problem (exit 78).
+    CheckConfig {
+        /// The configuration file.
+        #[arg(default_value = super::config::DEFAULT_PATH)]
+        file: PathBuf,
+    },
+    /// Generate the authority's X25519 key pair (batches are sealed to it): writes the private
+    /// key (mode 0600, never overwritten) and prints the public key for gateways'
+    /// `authority.public_key`.
+    Keygen {
+        /// Where to write the private key (default: the configuration's
+        /// `authority.private_key`).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Store and configuration.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Ingest batches from the broker until SIGTERM/SIGINT: open, validate, store once,
+    /// receipt; quarantine what cannot be used; purge by retention; re-match after new batches.
+    Run {
+        /// Store and configuration.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Match every stored diagnosis key against the stored sightings and replace the exposure
+    /// results (deterministic; also done by `run` after new batches and by `keys import`).
+    Match {
+        /// Store and configuration.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Venue-hours where an infectious person was present: exposure events, minutes, scores
+    /// and how many other visitors shared that time. Never anything that identifies a phone.
+    Exposures(ExposuresArgs),
+    /// Enrolled gateways.
+    #[command(subcommand)]
+    Gateways(GatewaysCommand),
+    /// Venues.
+    #[command(subcommand)]
+    Venues(VenuesCommand),
+    /// Received batches.
+    #[command(subcommand)]
+    Batches(BatchesCommand),
+}
+
+/// Where the store is: the configuration's `authority.database`, or `--database`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// The configuration file (optional with --database: defaults are used when it is absent).
+    #[arg(long, short, default_value = super::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// The SQLite store to use instead of the configuration's `authority.database`.
+    #[arg(long)]
+    pub database: Option<PathBuf>,
+}
+
+/// Arguments of `exposures`.
+#[derive(Debug, Args)]
+pub struct ExposuresArgs {
+    /// Only this venue.
+    #[arg(long)]
+    pub venue: Option<String>,
+    /// From this time (date or date-time, in the configured time zone unless an offset is given).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Up to this time (exclusive).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only venue-hours whose highest window score is at least this (weighted seconds).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_score: f64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    /// Store and configuration.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `gateways` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum GatewaysCommand {
+    /// Enroll a gateway at a venue (the venue is created if new).
+    Add {
+        /// The gateway's id (as in its gateway.toml).
+        #[arg(long)]
+        id: String,
+        /// The venue's name.
+        #[arg(long)]
+        venue: String,
+        /// The venue's kind, when the venue is new: supermarket, market, station, bus...
+        #[arg(long, default_value = "venue")]
+        venue_kind: String,
+        /// The gateway's public key: base64 as `venuetrace-gateway keygen` printed it, or a file.
+        #[arg(long)]
+        public_key: String,
+        /// A label for people.
+        #[arg(long)]
+        label: Option<String>,
+        /// Receiver calibration, dB, added to the RSSI this gateway reports.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-30..=30))]
+        calibration: i32,
+        /// Store and configuration.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List enrolled gateways.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        /// Store and configuration.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke a gateway: its batches are refused from now on.
+    Revoke {
+        /// The gateway's id.
+        id: String,
+        /// Store and configuration.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// What each gateway delivered: batches, last window, delivery lag, counters.
+    Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        /// Store and configuration.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// `venues` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum VenuesCommand {
+    /// Add a venue, or update its kind and location.
+    Add {
+        /// Its name (the id gateways are configured with).
+        name: String,
+        /// Its kind: supermarket, market, station, bus...
+        #[arg(long)]
+        kind: String,
+        /// Where it is (free text).
+        #[arg(long)]
+        location: Option<String>,
+        /// Store and configuration.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List venues.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        /// Store and configuration.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// `batches` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BatchesCommand {
+    /// Batches refused by ingest, newest first, with the reason.
+    Quarantine {
+        /// How many to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        /// Store and configuration.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Arguments of `keys import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Export files (zip, or bare export.bin with --allow-unsigned) or directories of them.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// A key server's public key, as for `keys inspect`; added to the configuration's
+    /// `keys.public_keys`. Repeatable.
+    #[arg(long = "public-key", value_name = "[ID[:VERSION]@]KEY")]
+    pub public_keys: Vec<String>,
+    /// Accept files without a signature (a bare export.bin). Never accepts an invalid one.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Do not match after importing.
+    #[arg(long)]
+    pub no_match: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    /// Store and configuration.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// `keys` subcommands.
@@ -31,6 +234,8 @@ pub enum KeysCommand {
     Inspect(InspectArgs),
     /// Print the RPIs (and AEMs) a TEK produces for consecutive intervals.
     Derive(DeriveArgs),
+    /// Import diagnosis-key exports into the store (signatures verified), then match.
+    Import(ImportArgs),
 }
 
 /// Arguments of `keys inspect`.

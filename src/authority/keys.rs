@@ -57,6 +57,9 @@ pub enum KeysError {
     /// Writing the result failed.
     #[error("cannot write output")]
     Output(#[source] io::Error),
+    /// A command reached the wrong handler (a bug).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl KeysError {
@@ -74,15 +77,21 @@ impl KeysError {
             KeysError::PublicKey { .. } => Exit::Config,
             KeysError::IntervalOverflow { .. } => Exit::Usage,
             KeysError::Output(_) => Exit::IoErr,
+            KeysError::Internal(_) => Exit::Software,
         }
     }
 }
 
 /// Runs a `keys` subcommand.
+/// `keys import` works on the store and is run by [`super::run`]; it gets here only by
+/// mistake and is refused as an internal error rather than ignored.
 pub fn run(command: KeysCommand, out: &mut dyn Write) -> Result<(), KeysError> {
     match command {
         KeysCommand::Inspect(args) => inspect(&args, out),
         KeysCommand::Derive(args) => derive(&args, out),
+        KeysCommand::Import(_) => Err(KeysError::Internal(
+            "keys import is dispatched by authority::run",
+        )),
     }
 }
 

@@ -1,10 +1,14 @@
 //! The `venuetrace-authority` commands: argument definitions ([`cli`]) and what each command
-//! does ([`keys`]). The binary parses arguments, calls [`run`] and maps the error to an exit
-//! code; everything else is here, so tests and man-page generation see the same definitions.
+//! does ([`keys`]; `check-config` with [`config`]). The binary parses arguments, calls [`run`]
+//! and maps the error to an exit code; everything else is here, so tests and man-page
+//! generation see the same definitions.
 
 pub mod cli;
-pub mod keys;
+pub mod config;
 pub mod ingest;
+pub mod keys;
+pub mod registry;
+pub mod service;
 pub mod store;
 
 use crate::exit::Exit;
@@ -18,6 +22,16 @@ pub enum CommandError {
     /// A `keys` command failed.
     #[error(transparent)]
     Keys(#[from] keys::KeysError),
+    /// The configuration is invalid; every problem, one per line. (Shown in the message, not
+    /// as a `#[source]`, so the list starts on a line of its own.)
+    #[error("invalid configuration:\n{0}")]
+    Config(config::ConfigErrors),
+    /// Writing the result failed.
+    #[error("cannot write output")]
+    Output(#[source] std::io::Error),
+    /// A store-backed command failed.
+    #[error(transparent)]
+    Service(#[from] service::ServiceError),
 }
 
 impl CommandError {
@@ -25,6 +39,9 @@ impl CommandError {
     pub fn exit(&self) -> Exit {
         match self {
             CommandError::Keys(e) => e.exit(),
+            CommandError::Config(_) => Exit::Config,
+            CommandError::Output(_) => Exit::IoErr,
+            CommandError::Service(e) => e.exit(),
         }
     }
 }
@@ -32,7 +49,167 @@ impl CommandError {
 /// Runs one parsed command line, writing results to `out`.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CommandError> {
     match cli.command {
+        Command::Keys(cli::KeysCommand::Import(args)) => import(args, out)?,
         Command::Keys(keys) => keys::run(keys, out)?,
+        Command::Keygen { key, store } => {
+            let path = match key {
+                Some(path) => path,
+                None => {
+                    service::load_config(&store.config, store.database.as_deref())?
+                        .0
+                        .authority
+                        .private_key
+                }
+            };
+            let keys = service::keygen(&path)?;
+            writeln!(
+                out,
+                "wrote private key {}\npublic key {}\nset it as authority.public_key in every gateway.toml",
+                path.display(),
+                keys.public()
+            )
+            .map_err(CommandError::Output)?;
+        }
+        Command::Run { store } => {
+            let (config, database) =
+                service::load_config(&store.config, store.database.as_deref())?;
+            service::run(&config, &database)?;
+        }
+        Command::Match { store } => {
+            let (config, database) =
+                service::load_config(&store.config, store.database.as_deref())?;
+            let mut db = service::open_store(&database)?;
+            let summary = service::match_store(&mut db, &service::risk_config(&config.matching))?;
+            writeln!(
+                out,
+                "matched {} keys against {} sightings: {} exposure events in {} venue-hours",
+                summary.keys, summary.sightings, summary.events, summary.venue_hours
+            )
+            .map_err(CommandError::Output)?;
+        }
+        Command::Exposures(args) => {
+            let (config, database) =
+                service::load_config(&args.store.config, args.store.database.as_deref())?;
+            let tz = config.authority.timezone.clone();
+            let filter = store::ExposureFilter {
+                venue: args.venue.clone(),
+                from_s: args
+                    .from
+                    .as_deref()
+                    .map(|v| service::parse_time("--from", v, &tz))
+                    .transpose()?,
+                to_s: args
+                    .to
+                    .as_deref()
+                    .map(|v| service::parse_time("--to", v, &tz))
+                    .transpose()?,
+                min_score: args.min_score,
+            };
+            let db = service::open_store(&database)?;
+            service::exposures(&db, &filter, &tz, args.format, out)?;
+        }
+        Command::Gateways(command) => gateways(command, out)?,
+        Command::Venues(command) => venues(command, out)?,
+        Command::Batches(cli::BatchesCommand::Quarantine {
+            limit,
+            format,
+            store,
+        }) => {
+            let db = open(&store)?;
+            registry::quarantine_list(&db, limit, format, out)
+                .map_err(service::ServiceError::from)?;
+        }
+        Command::CheckConfig { file } => {
+            let loaded =
+                config::load(&file, &config::process_env()).map_err(CommandError::Config)?;
+            writeln!(out, "{}: ok\n{}", file.display(), loaded.summary())
+                .map_err(CommandError::Output)?;
+        }
     }
     Ok(())
+}
+
+fn open(store: &cli::StoreArgs) -> Result<store::SqliteStore, CommandError> {
+    let (_, database) = service::load_config(&store.config, store.database.as_deref())?;
+    Ok(service::open_store(&database)?)
+}
+
+fn gateways(command: cli::GatewaysCommand, out: &mut dyn Write) -> Result<(), CommandError> {
+    use cli::GatewaysCommand as G;
+    let result = match command {
+        G::Add {
+            id,
+            venue,
+            venue_kind,
+            public_key,
+            label,
+            calibration,
+            store,
+        } => {
+            let mut db = open(&store)?;
+            registry::gateways_add(
+                &mut db,
+                &id,
+                &venue,
+                &venue_kind,
+                &public_key,
+                label.as_deref(),
+                calibration,
+                out,
+            )
+        }
+        G::List { format, store } => registry::gateways_list(&open(&store)?, format, out),
+        G::Revoke { id, store } => registry::gateways_revoke(&mut open(&store)?, &id, out),
+        G::Status { format, store } => registry::gateways_status(&open(&store)?, format, out),
+    };
+    result.map_err(|e| CommandError::Service(e.into()))
+}
+
+fn venues(command: cli::VenuesCommand, out: &mut dyn Write) -> Result<(), CommandError> {
+    use cli::VenuesCommand as V;
+    let result = match command {
+        V::Add {
+            name,
+            kind,
+            location,
+            store,
+        } => registry::venues_add(&mut open(&store)?, &name, &kind, location.as_deref(), out),
+        V::List { format, store } => registry::venues_list(&open(&store)?, format, out),
+    };
+    result.map_err(|e| CommandError::Service(e.into()))
+}
+
+fn import(args: cli::ImportArgs, out: &mut dyn Write) -> Result<(), CommandError> {
+    let (config, database) =
+        service::load_config(&args.store.config, args.store.database.as_deref())?;
+    let mut trusted = config.keys.public_keys.clone();
+    for arg in &args.public_keys {
+        trusted.push(keys::parse_public_key_arg(arg)?);
+    }
+    let mut db = service::open_store(&database)?;
+    let allow_unsigned = args.allow_unsigned || config.keys.allow_unsigned;
+    let result = registry::keys_import(
+        &mut db,
+        &args.files,
+        &trusted,
+        allow_unsigned,
+        &mut std::io::stderr(),
+        out,
+        args.format,
+    );
+    // Match what was imported even when some files were rejected.
+    if !args.no_match {
+        let summary = service::match_store(&mut db, &service::risk_config(&config.matching))?;
+        let _ = writeln!(
+            std::io::stderr(),
+            "matched {} keys against {} sightings: {} exposure events in {} venue-hours",
+            summary.keys,
+            summary.sightings,
+            summary.events,
+            summary.venue_hours
+        );
+    }
+    result
+        .map(|_| ())
+        .map_err(|e| CommandError::Service(e.into()))
 }

@@ -422,6 +422,7 @@ impl SqliteStore {
 
     /// Enrolls a gateway at a venue (created if new). An id already enrolled is an error,
     /// unless it was revoked (re-enrollment with a new key).
+    #[allow(clippy::too_many_arguments)] // one call site per command; a struct adds nothing
     pub fn add_gateway(
         &mut self,
         id: &str,
@@ -840,10 +841,197 @@ impl SqliteStore {
         })
     }
 
-    /// Direct access for the matching driver and queries in this crate.
-    pub(crate) fn connection(&mut self) -> &mut Connection {
-        &mut self.conn
+    /// Replaces all exposure results with a match run's, in one transaction (matching is
+    /// deterministic over the whole store, so a full replacement is always consistent).
+    pub fn replace_exposures(
+        &mut self,
+        events: &[ExposureRow],
+        hours: &[VenueHourRow],
+    ) -> Result<(), StoreError> {
+        let path = self.path.display().to_string();
+        let err = |operation: &'static str| {
+            let path = path.clone();
+            move |source| StoreError::Sqlite {
+                path,
+                operation,
+                source,
+            }
+        };
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(err("begin exposure update"))?;
+        tx.execute_batch("DELETE FROM exposure_event; DELETE FROM venue_hour;")
+            .map_err(err("clear exposures"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO exposure_event(key_id, venue_id, start_s, end_s, score, min_attenuation_db,
+                       typical_attenuation_db, minutes_immediate, minutes_near, minutes_medium, minutes_other, report_type)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                )
+                .map_err(err("prepare exposure events"))?;
+            for e in events {
+                stmt.execute(params![
+                    e.key_id as i64,
+                    e.venue,
+                    e.start_s,
+                    e.end_s,
+                    e.score,
+                    e.min_attenuation_db,
+                    e.typical_attenuation_db,
+                    e.minutes_by_bucket[0],
+                    e.minutes_by_bucket[1],
+                    e.minutes_by_bucket[2],
+                    e.minutes_by_bucket[3],
+                    e.report_type
+                ])
+                .map_err(err("insert exposure event"))?;
+            }
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO venue_hour(venue_id, hour_start_s, exposure_events, infectious_keys, exposure_minutes,
+                       max_score, total_score, co_present) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(err("prepare venue hours"))?;
+            for h in hours {
+                stmt.execute(params![
+                    h.venue,
+                    h.hour_start_s,
+                    h.exposure_events,
+                    h.infectious_keys,
+                    h.exposure_minutes,
+                    h.max_score,
+                    h.total_score,
+                    h.co_present
+                ])
+                .map_err(err("insert venue hour"))?;
+            }
+        }
+        tx.commit().map_err(err("commit exposures"))?;
+        Ok(())
     }
+
+    /// Venue-hours with exposure, filtered, by hour then venue name.
+    pub fn venue_hours(&self, filter: &ExposureFilter) -> Result<Vec<VenueHourView>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT v.name, v.kind, h.hour_start_s, h.exposure_events, h.infectious_keys, h.exposure_minutes,
+                   h.max_score, h.total_score, h.co_present
+                 FROM venue_hour h JOIN venue v ON v.id = h.venue_id
+                 WHERE (?1 IS NULL OR v.name = ?1) AND (?2 IS NULL OR h.hour_start_s >= ?2)
+                   AND (?3 IS NULL OR h.hour_start_s < ?3) AND h.max_score >= ?4
+                 ORDER BY h.hour_start_s, v.name",
+            )
+            .map_err(self.err("query exposures"))?;
+        stmt.query_map(
+            params![filter.venue, filter.from_s, filter.to_s, filter.min_score],
+            |r| {
+                Ok(VenueHourView {
+                    venue: r.get(0)?,
+                    kind: r.get(1)?,
+                    hour_start_s: r.get(2)?,
+                    exposure_events: r.get(3)?,
+                    infectious_keys: r.get(4)?,
+                    exposure_minutes: r.get(5)?,
+                    max_score: r.get(6)?,
+                    total_score: r.get(7)?,
+                    co_present: r.get(8)?,
+                })
+            },
+        )
+        .and_then(Iterator::collect)
+        .map_err(self.err("query exposures"))
+    }
+
+    /// Number of batches stored so far (the matching driver reruns when it changes).
+    pub fn batch_count(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM batch", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(self.err("count batches"))
+    }
+}
+
+/// One exposure event to store (key row, venue number, times, attenuation profile, score).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExposureRow {
+    /// The key's row id.
+    pub key_id: u64,
+    /// Venue number.
+    pub venue: u32,
+    /// Start, Unix s.
+    pub start_s: i64,
+    /// End, Unix s.
+    pub end_s: i64,
+    /// Window score (weighted seconds).
+    pub score: f64,
+    /// Lowest attenuation seen, dB.
+    pub min_attenuation_db: u8,
+    /// Typical attenuation, dB.
+    pub typical_attenuation_db: u8,
+    /// Minutes per attenuation bucket (immediate, near, medium, other).
+    pub minutes_by_bucket: [u32; 4],
+    /// Report type code.
+    pub report_type: i32,
+}
+
+/// One venue-hour to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VenueHourRow {
+    /// Venue number.
+    pub venue: u32,
+    /// Hour start, Unix s.
+    pub hour_start_s: i64,
+    /// Exposure events.
+    pub exposure_events: u32,
+    /// Distinct infectious keys.
+    pub infectious_keys: u32,
+    /// Minutes with an infectious key present.
+    pub exposure_minutes: u32,
+    /// Highest window score.
+    pub max_score: f64,
+    /// Sum of window scores.
+    pub total_score: f64,
+    /// Estimated other visitors present meanwhile.
+    pub co_present: u32,
+}
+
+/// Filter of an exposure query.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExposureFilter {
+    /// Only this venue (name).
+    pub venue: Option<String>,
+    /// Hours starting at or after, Unix s.
+    pub from_s: Option<i64>,
+    /// Hours starting before, Unix s.
+    pub to_s: Option<i64>,
+    /// Minimum window score.
+    pub min_score: f64,
+}
+
+/// A venue-hour as health teams see it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct VenueHourView {
+    /// Venue name.
+    pub venue: String,
+    /// Venue kind.
+    pub kind: String,
+    /// Hour start, Unix s.
+    pub hour_start_s: i64,
+    /// Exposure events.
+    pub exposure_events: u32,
+    /// Distinct infectious keys present.
+    pub infectious_keys: u32,
+    /// Minutes with an infectious key present.
+    pub exposure_minutes: u32,
+    /// Highest window score.
+    pub max_score: f64,
+    /// Sum of window scores.
+    pub total_score: f64,
+    /// Estimated other visitors present while an infectious key was.
+    pub co_present: u32,
 }
 
 #[cfg(test)]

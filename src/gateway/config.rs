@@ -14,6 +14,10 @@
 //! `0123` would become the integer 123) and forgets which variable a value came from. Values are
 //! parsed as the key's type; lists are comma-separated.
 //!
+//! The walking, the problem types and the `[mqtt]`/`[log]` checks are shared with the
+//! authority's configuration in [`crate::config_schema`]; the gateway's keys and what they mean
+//! are here.
+//!
 //! `config/gateway.toml` in the repository documents every key with its default; tests keep it
 //! and the schema (`SCHEMA`) in step. Reading the files this configuration names (TLS
 //! certificates, the private key, the password file) is left to the daemon, which runs with the
@@ -24,13 +28,18 @@
 //! `VENUETRACE_GATEWAY__` so one environment can configure both binaries without collisions.
 
 use crate::advert::ServiceUuid;
+use crate::config_schema::{
+    self, KeySpec, Kind, LOG_FORMATS, LOG_LEVELS, Loader, Preset, Schema, int, spec,
+};
 use crate::gateway::outbox::{Backoff, OutboxOptions};
 use base64::Engine;
-use config::{FileFormat, Source, Value, ValueKind};
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use crate::config_schema::{
+    CREDENTIALS_ENV, ClientAuth, ConfigErrors, ConfigProblem, LogFormat, LogLevel, LogSettings,
+    MqttPassword, Secret, TlsSettings, process_env,
+};
 
 /// Where the gateway looks for its configuration unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/venuetrace/gateway.toml";
@@ -38,10 +47,6 @@ pub const DEFAULT_PATH: &str = "/etc/venuetrace/gateway.toml";
 /// Prefix of the environment variables that override settings: `VENUETRACE_GATEWAY__` +
 /// `SECTION__KEY`, upper case.
 pub const ENV_PREFIX: &str = "VENUETRACE_GATEWAY__";
-
-/// Set by systemd's `LoadCredential=`: when present, the private key is
-/// `$CREDENTIALS_DIRECTORY/gateway.key`, whatever `gateway.private_key` says.
-pub const CREDENTIALS_ENV: &str = "CREDENTIALS_DIRECTORY";
 
 /// The typed, checked configuration of a gateway. Relative paths are already resolved.
 #[derive(Clone, Debug, PartialEq)]
@@ -195,189 +200,13 @@ pub struct MqttSettings {
     pub resend: Backoff,
 }
 
-/// TLS to the broker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// PEM file of the CA certificates to trust; `None` = the system roots.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate for mutual TLS, if any.
-    pub client_auth: Option<ClientAuth>,
-}
-
-/// A client certificate and its key, PEM files.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientAuth {
-    /// The certificate (chain).
-    pub cert: PathBuf,
-    /// Its private key.
-    pub key: PathBuf,
-}
-
-/// Where the MQTT password comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MqttPassword {
-    /// Given in the configuration.
-    Inline(Secret),
-    /// Read from this file (trailing newline removed) when connecting.
-    File(PathBuf),
-}
-
-/// A secret string: `Debug` does not show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-/// `[log]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LogSettings {
-    /// Most verbose level logged.
-    pub level: LogLevel,
-    /// Output format.
-    pub format: LogFormat,
-}
-
-/// `log.level`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogLevel {
-    /// `"error"`.
-    Error,
-    /// `"warn"`.
-    Warn,
-    /// `"info"`.
-    Info,
-    /// `"debug"`.
-    Debug,
-    /// `"trace"` (the only level at which secrets may appear, DESIGN.md §3.5).
-    Trace,
-}
-
-impl LogLevel {
-    /// The name used in the file and by `tracing` filters.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
-        }
-    }
-}
-
-/// `log.format`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    /// `"text"`: one human-readable line per event (journald adds the time).
-    Text,
-    /// `"json"`: one JSON object per event.
-    Json,
-}
-
-/// One thing wrong with the configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// Where the value came from: the file's path, or the environment variable's name.
-    pub source: String,
-    /// The key path (`mqtt.port`), empty for problems with the whole file.
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}: {}", self.source, self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.source, self.key, self.message)
-        }
-    }
-}
-
-/// Every problem found in a configuration; displayed one per line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigErrors {
-    /// The problems, in the order found (file, then environment, then cross-checks).
-    pub problems: Vec<ConfigProblem>,
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, problem) in self.problems.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{problem}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
 /// Reads the configuration file at `path`, applies the `VENUETRACE_GATEWAY__*` overrides found
 /// in `env` (the caller passes [`process_env`]; tests pass their own), and checks everything.
 /// Returns the typed configuration, or every problem found.
 pub fn load(path: &Path, env: &[(String, String)]) -> Result<GatewayConfig, ConfigErrors> {
-    let file = path.display().to_string();
-    let whole_file = |message: String| ConfigErrors {
-        problems: vec![ConfigProblem {
-            source: file.clone(),
-            key: String::new(),
-            message,
-        }],
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| whole_file(format!("cannot read the configuration file: {e}")))?;
-    let tree = config::File::from_str(&text, FileFormat::Toml)
-        .collect()
-        .map_err(|e| whole_file(format!("not valid TOML: {e}")))?;
-    let mut loader = Loader::new(file.clone());
-    loader.walk_file(&tree);
-    loader.walk_env(env);
-    loader.check_required();
-    let config = loader.build(path, env);
-    match config {
-        Some(config) if loader.problems.is_empty() => Ok(config),
-        _ => {
-            if loader.problems.is_empty() {
-                // `build` gives `None` only after recording why; keep that promise visible.
-                loader.problem(
-                    &Origin::File,
-                    "",
-                    "internal error: a setting is missing without a reported problem".into(),
-                );
-            }
-            Err(ConfigErrors {
-                problems: loader.problems,
-            })
-        }
-    }
-}
-
-/// The process environment as [`load`] takes it. Variables whose name is not UTF-8 are skipped
-/// (none of ours is); values that are not UTF-8 are converted lossily, so a broken value of one
-/// of ours is reported rather than ignored.
-pub fn process_env() -> Vec<(String, String)> {
-    std::env::vars_os()
-        .filter_map(|(name, value)| {
-            let name = name.into_string().ok()?;
-            let value = value.to_string_lossy().into_owned();
-            Some((name, value))
-        })
-        .collect()
+    config_schema::load(path, env, &GATEWAY_SCHEMA, |loader| {
+        build(loader, path, env)
+    })
 }
 
 impl GatewayConfig {
@@ -453,6 +282,13 @@ impl GatewayConfig {
 // ---------------------------------------------------------------------------------------------
 // The schema.
 
+/// The gateway's schema: sections, keys and the environment prefix.
+static GATEWAY_SCHEMA: Schema = Schema {
+    sections: SECTIONS,
+    keys: SCHEMA,
+    env_prefix: ENV_PREFIX,
+};
+
 /// The sections of the file, in documentation order.
 const SECTIONS: &[&str] = &[
     "gateway",
@@ -465,94 +301,22 @@ const SECTIONS: &[&str] = &[
     "log",
 ];
 
-/// The type (and range) of a key's value.
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    /// Any string; its meaning is checked when building the typed configuration.
-    Str,
-    /// An integer in `min..=max`.
-    Int { min: i64, max: i64 },
-    /// `window.minutes`: a multiple of 10 in 10..=60.
-    WindowMinutes,
-    /// A finite number above `min` (or at it, if `min_inclusive`) and at most `max`. TOML
-    /// integers are accepted too.
-    Float {
-        min: f64,
-        min_inclusive: bool,
-        max: f64,
-    },
-    /// `true` or `false`.
-    Bool,
-    /// One of these strings.
-    OneOf(&'static [&'static str]),
-    /// A list of strings (comma-separated in an environment variable).
-    StrList,
-}
+/// What a valid `window.minutes` looks like.
+const WINDOW_MINUTES: &str = "a multiple of 10 from 10 to 60 (whole ENIN intervals)";
 
-impl Kind {
-    /// What a valid value looks like, for messages.
-    fn expected(self) -> String {
-        match self {
-            Kind::Str => "a string".into(),
-            Kind::Int { min, max } => format!("an integer {min}..={max}"),
-            Kind::WindowMinutes => "a multiple of 10 from 10 to 60 (whole ENIN intervals)".into(),
-            Kind::Float {
-                min,
-                min_inclusive,
-                max,
-            } => format!(
-                "a number {} {min} and <= {max}",
-                if min_inclusive { ">=" } else { ">" }
-            ),
-            Kind::Bool => "true or false".into(),
-            Kind::OneOf(names) => format!(
-                "one of {}",
-                names
-                    .iter()
-                    .map(|n| format!("{n:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Kind::StrList => "a list of strings".into(),
-        }
+/// `window.minutes`: whole 10-minute ENIN intervals, 10 to 60 minutes.
+fn window_minutes(minutes: i64) -> Result<(), String> {
+    if minutes % 10 != 0 {
+        Err(format!(
+            "{minutes} does not divide into whole 10-minute ENIN intervals"
+        ))
+    } else if !(10..=60).contains(&minutes) {
+        Err(format!(
+            "invalid value {minutes}: expected {WINDOW_MINUTES}"
+        ))
+    } else {
+        Ok(())
     }
-}
-
-/// A key's value when the file does not set it.
-#[derive(Clone, Copy, Debug)]
-enum Preset {
-    /// No default: the key must be set.
-    Required,
-    Str(&'static str),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    StrList(&'static [&'static str]),
-}
-
-/// One key of the schema.
-#[derive(Debug)]
-struct KeySpec {
-    section: &'static str,
-    key: &'static str,
-    kind: Kind,
-    preset: Preset,
-    /// Never echo the value in messages.
-    secret: bool,
-}
-
-const fn spec(section: &'static str, key: &'static str, kind: Kind, preset: Preset) -> KeySpec {
-    KeySpec {
-        section,
-        key,
-        kind,
-        preset,
-        secret: false,
-    }
-}
-
-const fn int(min: i64, max: i64) -> Kind {
-    Kind::Int { min, max }
 }
 
 /// Longest accepted speed factor for replays and simulations.
@@ -622,7 +386,15 @@ const SCHEMA: &[KeySpec] = &[
         Preset::Float(60.0),
     ),
     spec("sim", "ground_truth", Kind::Str, Preset::Str("")),
-    spec("window", "minutes", Kind::WindowMinutes, Preset::Int(10)),
+    spec(
+        "window",
+        "minutes",
+        Kind::IntRule {
+            expected: WINDOW_MINUTES,
+            rule: window_minutes,
+        },
+        Preset::Int(10),
+    ),
     spec(
         "window",
         "max_rpis",
@@ -668,804 +440,240 @@ const SCHEMA: &[KeySpec] = &[
         int(1, 86_400),
         Preset::Int(900),
     ),
-    spec(
-        "log",
-        "level",
-        Kind::OneOf(&["error", "warn", "info", "debug", "trace"]),
-        Preset::Str("info"),
-    ),
+    spec("log", "level", Kind::OneOf(LOG_LEVELS), Preset::Str("info")),
     spec(
         "log",
         "format",
-        Kind::OneOf(&["text", "json"]),
+        Kind::OneOf(LOG_FORMATS),
         Preset::Str("text"),
     ),
 ];
 
-fn find_spec(section: &str, key: &str) -> Option<&'static KeySpec> {
-    SCHEMA.iter().find(|s| s.section == section && s.key == key)
+/// Builds the typed configuration, reporting every semantic problem. `None` if any value
+/// was missing or invalid (each already reported).
+fn build(l: &mut Loader, path: &Path, env: &[(String, String)]) -> Option<GatewayConfig> {
+    let config_dir = path.parent().unwrap_or(Path::new(""));
+    let id = l.identifier("gateway", "id");
+    let venue = l.identifier("gateway", "venue");
+    let state_dir = l.non_empty("gateway", "state_dir").map(PathBuf::from);
+    let private_key = l.private_key(
+        "gateway",
+        "private_key",
+        state_dir.as_deref(),
+        env,
+        "gateway.key",
+    );
+    let rssi_calibration_db = l
+        .int("gateway", "rssi_calibration_db")
+        .and_then(|v| i8::try_from(v).ok());
+    let public_key = public_key(l, config_dir);
+
+    let source = scan_source(l);
+    let adapter = l.optional("scan", "adapter");
+    let uuids = service_uuids(l);
+    let replay_speed = l.float("scan", "replay_speed");
+
+    let seed = l.int("sim", "seed").and_then(|v| u64::try_from(v).ok());
+    let phones = l.int("sim", "phones").and_then(|v| u32::try_from(v).ok());
+    let hours = l.float("sim", "hours");
+    let speed = l.float("sim", "speed");
+    let ground_truth = l
+        .optional("sim", "ground_truth")
+        .map(|p| p.map(PathBuf::from));
+
+    let minutes = l
+        .int("window", "minutes")
+        .and_then(|v| u32::try_from(v).ok());
+    let max_rpis = l
+        .int("window", "max_rpis")
+        .and_then(|v| u32::try_from(v).ok());
+
+    let outbox_path = match (&state_dir, l.non_empty("outbox", "path")) {
+        (Some(state_dir), Some(path)) => Some(state_dir.join(path)),
+        _ => None,
+    };
+    let retention = l
+        .int("outbox", "retention_days")
+        .and_then(|d| u64::try_from(d).ok())
+        .map(|d| Duration::from_secs(d * 86_400));
+    let max_bytes = l
+        .int("outbox", "max_megabytes")
+        .and_then(|m| u64::try_from(m).ok())
+        .map(|m| m << 20);
+
+    let mqtt = mqtt(l, config_dir, id.as_deref());
+
+    let log = l.log();
+
+    Some(GatewayConfig {
+        file: path.to_owned(),
+        overrides: l.overrides().to_vec(),
+        gateway: GatewaySettings {
+            id: id?,
+            venue: venue?,
+            state_dir: state_dir?,
+            private_key: private_key?,
+            rssi_calibration_db: rssi_calibration_db?,
+        },
+        authority: AuthoritySettings {
+            public_key: public_key?,
+        },
+        scan: ScanSettings {
+            source: source?,
+            adapter: adapter?,
+            bluetrace_service_uuids: uuids?,
+            replay_speed: replay_speed?,
+        },
+        sim: SimSettings {
+            seed: seed?,
+            phones: phones?,
+            hours: hours?,
+            speed: speed?,
+            ground_truth: ground_truth?,
+        },
+        window: WindowSettings {
+            minutes: minutes?,
+            max_rpis: max_rpis?,
+        },
+        outbox: OutboxSettings {
+            path: outbox_path?,
+            retention: retention?,
+            max_bytes: max_bytes?,
+        },
+        mqtt: mqtt?,
+        log: log?,
+    })
 }
 
-// ---------------------------------------------------------------------------------------------
-// Walking the file and the environment against the schema.
-
-/// A value that passed its key's type and range check.
-#[derive(Clone, Debug, PartialEq)]
-enum Raw {
-    Str(String),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    List(Vec<String>),
-}
-
-/// Where a value came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Origin {
-    Default,
-    File,
-    Env(String),
-}
-
-#[derive(Debug)]
-struct Setting {
-    raw: Raw,
-    origin: Origin,
-}
-
-type KeyId = (&'static str, &'static str);
-
-/// Collects settings (defaults, then the file, then the environment) and problems.
-struct Loader {
-    /// The file, as problems name it.
-    file: String,
-    settings: BTreeMap<KeyId, Setting>,
-    /// Keys whose effective value was invalid (already reported): no further checks.
-    broken: BTreeSet<KeyId>,
-    overrides: Vec<String>,
-    problems: Vec<ConfigProblem>,
-}
-
-impl Loader {
-    fn new(file: String) -> Self {
-        let settings = SCHEMA
-            .iter()
-            .filter_map(|spec| {
-                let raw = match spec.preset {
-                    Preset::Required => return None,
-                    Preset::Str(s) => Raw::Str(s.to_owned()),
-                    Preset::Int(i) => Raw::Int(i),
-                    Preset::Float(x) => Raw::Float(x),
-                    Preset::Bool(b) => Raw::Bool(b),
-                    Preset::StrList(items) => {
-                        Raw::List(items.iter().map(|s| (*s).to_owned()).collect())
-                    }
-                };
-                let origin = Origin::Default;
-                Some(((spec.section, spec.key), Setting { raw, origin }))
-            })
-            .collect();
-        Self {
-            file,
-            settings,
-            broken: BTreeSet::new(),
-            overrides: Vec::new(),
-            problems: Vec::new(),
-        }
+/// `authority.public_key`: base64 of 32 bytes, or a file (relative to the configuration
+/// file's directory) holding that.
+fn public_key(l: &mut Loader, config_dir: &Path) -> Option<[u8; 32]> {
+    let value = l.string("authority", "public_key")?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if let Ok(Ok(key)) = b64.decode(value.trim()).map(<[u8; 32]>::try_from) {
+        return Some(key);
     }
-
-    fn problem(&mut self, origin: &Origin, key: &str, message: String) {
-        let source = match origin {
-            Origin::Env(name) => name.clone(),
-            Origin::Default | Origin::File => self.file.clone(),
-        };
-        self.problems.push(ConfigProblem {
-            source,
-            key: key.to_owned(),
-            message,
-        });
+    if value.trim().is_empty() {
+        l.problem_at("authority", "public_key", "must not be empty".into());
+        return None;
     }
-
-    fn set(&mut self, spec: &'static KeySpec, raw: Raw, origin: Origin) {
-        let id = (spec.section, spec.key);
-        self.broken.remove(&id);
-        self.settings.insert(id, Setting { raw, origin });
-    }
-
-    fn invalid(&mut self, spec: &'static KeySpec, origin: Origin, message: String) {
-        let id = (spec.section, spec.key);
-        self.problem(&origin, &format!("{}.{}", spec.section, spec.key), message);
-        self.settings.remove(&id);
-        self.broken.insert(id);
-    }
-
-    fn walk_file(&mut self, tree: &config::Map<String, Value>) {
-        let mut sections: Vec<(&String, &Value)> = tree.iter().collect();
-        sections.sort_by(|a, b| a.0.cmp(b.0));
-        for (name, value) in sections {
-            let Some(section) = SECTIONS.iter().copied().find(|s| s == name) else {
-                let message = match SCHEMA.iter().find(|s| s.key == name) {
-                    // A key written above every section header.
-                    Some(spec) => format!(
-                        "unknown section: {name:?} is a key of [{}], write it under that header",
-                        spec.section
-                    ),
-                    None => format!(
-                        "unknown section{}",
-                        did_you_mean(name, SECTIONS.iter().copied())
-                    ),
-                };
-                self.problem(&Origin::File, name, message);
-                continue;
-            };
-            let ValueKind::Table(table) = &value.kind else {
-                self.problem(
-                    &Origin::File,
-                    name,
-                    format!("expected a table ([{name}]), found {}", describe(value)),
-                );
-                continue;
-            };
-            let mut keys: Vec<(&String, &Value)> = table.iter().collect();
-            keys.sort_by(|a, b| a.0.cmp(b.0));
-            for (key, value) in keys {
-                let Some(spec) = find_spec(section, key) else {
-                    let known = SCHEMA
-                        .iter()
-                        .filter(|s| s.section == section)
-                        .map(|s| s.key);
-                    let hint = did_you_mean(key, known);
-                    self.problem(
-                        &Origin::File,
-                        &format!("{section}.{key}"),
-                        format!("unknown key{hint}"),
-                    );
-                    continue;
-                };
-                match from_toml(spec, value) {
-                    Ok(raw) => self.set(spec, raw, Origin::File),
-                    Err(message) => self.invalid(spec, Origin::File, message),
-                }
-            }
-        }
-    }
-
-    fn walk_env(&mut self, env: &[(String, String)]) {
-        let mut vars: Vec<&(String, String)> = env
-            .iter()
-            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
-            .collect();
-        vars.sort();
-        for (name, text) in vars {
-            let origin = Origin::Env(name.clone());
-            let parts: Vec<String> = name[ENV_PREFIX.len()..]
-                .split("__")
-                .map(str::to_ascii_lowercase)
-                .collect();
-            let path = parts.join(".");
-            let [section, key] = parts.as_slice() else {
-                self.problem(
-                    &origin,
-                    &path,
-                    format!("not a setting: expected {ENV_PREFIX}SECTION__KEY"),
-                );
-                continue;
-            };
-            if !SECTIONS.contains(&section.as_str()) {
-                let hint = did_you_mean(section, SECTIONS.iter().copied());
-                self.problem(&origin, section, format!("unknown section{hint}"));
-                continue;
-            }
-            let Some(spec) = find_spec(section, key) else {
-                let known = SCHEMA
-                    .iter()
-                    .filter(|s| s.section == section)
-                    .map(|s| s.key);
-                let hint = did_you_mean(key, known);
-                self.problem(&origin, &path, format!("unknown key{hint}"));
-                continue;
-            };
-            match from_env(spec, text) {
-                Ok(raw) => {
-                    self.set(spec, raw, origin);
-                    self.overrides.push(name.clone());
-                }
-                Err(message) => self.invalid(spec, origin, message),
-            }
-        }
-    }
-
-    fn check_required(&mut self) {
-        for spec in SCHEMA {
-            let id = (spec.section, spec.key);
-            if matches!(spec.preset, Preset::Required)
-                && !self.settings.contains_key(&id)
-                && !self.broken.contains(&id)
-            {
-                self.problem(
-                    &Origin::File,
-                    &format!("{}.{}", spec.section, spec.key),
-                    "missing: this key is required".into(),
-                );
-            }
-        }
-    }
-
-    /// Reports a problem with the effective value of `section.key`, naming where it came from.
-    fn problem_at(&mut self, section: &'static str, key: &'static str, message: String) {
-        let origin = self
-            .settings
-            .get(&(section, key))
-            .map_or(Origin::File, |s| s.origin.clone());
-        self.problem(&origin, &format!("{section}.{key}"), message);
-        self.broken.insert((section, key));
-    }
-
-    fn string(&self, section: &'static str, key: &'static str) -> Option<String> {
-        match self.settings.get(&(section, key)) {
-            Some(Setting {
-                raw: Raw::Str(s), ..
-            }) => Some(s.clone()),
-            _ => None,
-        }
-    }
-
-    fn int(&self, section: &'static str, key: &'static str) -> Option<i64> {
-        match self.settings.get(&(section, key)) {
-            Some(Setting {
-                raw: Raw::Int(i), ..
-            }) => Some(*i),
-            _ => None,
-        }
-    }
-
-    fn float(&self, section: &'static str, key: &'static str) -> Option<f64> {
-        match self.settings.get(&(section, key)) {
-            Some(Setting {
-                raw: Raw::Float(x), ..
-            }) => Some(*x),
-            _ => None,
-        }
-    }
-
-    fn boolean(&self, section: &'static str, key: &'static str) -> Option<bool> {
-        match self.settings.get(&(section, key)) {
-            Some(Setting {
-                raw: Raw::Bool(b), ..
-            }) => Some(*b),
-            _ => None,
-        }
-    }
-
-    fn list(&self, section: &'static str, key: &'static str) -> Option<Vec<String>> {
-        match self.settings.get(&(section, key)) {
-            Some(Setting {
-                raw: Raw::List(items),
-                ..
-            }) => Some(items.clone()),
-            _ => None,
-        }
-    }
-
-    /// Whether `section.key` was set by the file or the environment (not left at its default).
-    fn is_set(&self, section: &'static str, key: &'static str) -> bool {
-        self.settings
-            .get(&(section, key))
-            .is_some_and(|s| s.origin != Origin::Default)
-    }
-
-    /// A string that must not be empty; `Some("")` never comes back.
-    fn non_empty(&mut self, section: &'static str, key: &'static str) -> Option<String> {
-        let value = self.string(section, key)?;
-        if value.is_empty() {
-            self.problem_at(section, key, "must not be empty".into());
-            return None;
-        }
-        Some(value)
-    }
-
-    /// A string where empty means "not set".
-    fn optional(&self, section: &'static str, key: &'static str) -> Option<Option<String>> {
-        self.string(section, key)
-            .map(|s| (!s.is_empty()).then_some(s))
-    }
-
-    /// A gateway or venue id: 1-64 characters of `A-Z a-z 0-9 . _ -`.
-    fn identifier(&mut self, section: &'static str, key: &'static str) -> Option<String> {
-        let value = self.string(section, key)?;
-        let valid = (1..=64).contains(&value.len())
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if !valid {
-            self.problem_at(
-                section,
-                key,
-                format!("invalid value {value:?}: expected 1-64 characters of A-Z a-z 0-9 . _ -"),
-            );
-            return None;
-        }
-        Some(value)
-    }
-
-    /// Builds the typed configuration, reporting every semantic problem. `None` if any value
-    /// was missing or invalid (each already reported).
-    fn build(&mut self, path: &Path, env: &[(String, String)]) -> Option<GatewayConfig> {
-        let config_dir = path.parent().unwrap_or(Path::new(""));
-        let id = self.identifier("gateway", "id");
-        let venue = self.identifier("gateway", "venue");
-        let state_dir = self.non_empty("gateway", "state_dir").map(PathBuf::from);
-        let key_name = self.non_empty("gateway", "private_key");
-        let credentials = env
-            .iter()
-            .find(|(name, value)| name == CREDENTIALS_ENV && !value.is_empty());
-        let private_key = match (credentials, &state_dir, key_name) {
-            (Some((_, dir)), _, _) => Some(Path::new(dir).join("gateway.key")),
-            // `join` keeps an absolute `private_key` as it is.
-            (None, Some(state_dir), Some(name)) => Some(state_dir.join(name)),
-            (None, _, _) => None,
-        };
-        let rssi_calibration_db = self
-            .int("gateway", "rssi_calibration_db")
-            .and_then(|v| i8::try_from(v).ok());
-        let public_key = self.public_key(config_dir);
-
-        let source = self.scan_source();
-        let adapter = self.optional("scan", "adapter");
-        let uuids = self.service_uuids();
-        let replay_speed = self.float("scan", "replay_speed");
-
-        let seed = self.int("sim", "seed").and_then(|v| u64::try_from(v).ok());
-        let phones = self
-            .int("sim", "phones")
-            .and_then(|v| u32::try_from(v).ok());
-        let hours = self.float("sim", "hours");
-        let speed = self.float("sim", "speed");
-        let ground_truth = self
-            .optional("sim", "ground_truth")
-            .map(|p| p.map(PathBuf::from));
-
-        let minutes = self
-            .int("window", "minutes")
-            .and_then(|v| u32::try_from(v).ok());
-        let max_rpis = self
-            .int("window", "max_rpis")
-            .and_then(|v| u32::try_from(v).ok());
-
-        let outbox_path = match (&state_dir, self.non_empty("outbox", "path")) {
-            (Some(state_dir), Some(path)) => Some(state_dir.join(path)),
-            _ => None,
-        };
-        let retention = self
-            .int("outbox", "retention_days")
-            .and_then(|d| u64::try_from(d).ok())
-            .map(|d| Duration::from_secs(d * 86_400));
-        let max_bytes = self
-            .int("outbox", "max_megabytes")
-            .and_then(|m| u64::try_from(m).ok())
-            .map(|m| m << 20);
-
-        let mqtt = self.mqtt(config_dir, id.as_deref());
-
-        let level = self.string("log", "level").map(|l| match l.as_str() {
-            "error" => LogLevel::Error,
-            "warn" => LogLevel::Warn,
-            "debug" => LogLevel::Debug,
-            "trace" => LogLevel::Trace,
-            _ => LogLevel::Info,
-        });
-        let format = self.string("log", "format").map(|f| match f.as_str() {
-            "json" => LogFormat::Json,
-            _ => LogFormat::Text,
-        });
-
-        Some(GatewayConfig {
-            file: path.to_owned(),
-            overrides: self.overrides.clone(),
-            gateway: GatewaySettings {
-                id: id?,
-                venue: venue?,
-                state_dir: state_dir?,
-                private_key: private_key?,
-                rssi_calibration_db: rssi_calibration_db?,
-            },
-            authority: AuthoritySettings {
-                public_key: public_key?,
-            },
-            scan: ScanSettings {
-                source: source?,
-                adapter: adapter?,
-                bluetrace_service_uuids: uuids?,
-                replay_speed: replay_speed?,
-            },
-            sim: SimSettings {
-                seed: seed?,
-                phones: phones?,
-                hours: hours?,
-                speed: speed?,
-                ground_truth: ground_truth?,
-            },
-            window: WindowSettings {
-                minutes: minutes?,
-                max_rpis: max_rpis?,
-            },
-            outbox: OutboxSettings {
-                path: outbox_path?,
-                retention: retention?,
-                max_bytes: max_bytes?,
-            },
-            mqtt: mqtt?,
-            log: LogSettings {
-                level: level?,
-                format: format?,
-            },
-        })
-    }
-
-    /// `authority.public_key`: base64 of 32 bytes, or a file (relative to the configuration
-    /// file's directory) holding that.
-    fn public_key(&mut self, config_dir: &Path) -> Option<[u8; 32]> {
-        let value = self.string("authority", "public_key")?;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        if let Ok(Ok(key)) = b64.decode(value.trim()).map(<[u8; 32]>::try_from) {
-            return Some(key);
-        }
-        if value.trim().is_empty() {
-            self.problem_at("authority", "public_key", "must not be empty".into());
-            return None;
-        }
-        let file = config_dir.join(value.trim());
-        let message = match std::fs::read_to_string(&file) {
-            Ok(text) => match b64.decode(text.trim()).map(<[u8; 32]>::try_from) {
-                Ok(Ok(key)) => return Some(key),
-                Ok(Err(bytes)) => format!(
-                    "{} holds {} bytes of base64: an X25519 public key is 32",
-                    file.display(),
-                    bytes.len()
-                ),
-                Err(e) => format!(
-                    "{} does not hold a base64 X25519 public key: {e}",
-                    file.display()
-                ),
-            },
+    let file = config_dir.join(value.trim());
+    let message = match std::fs::read_to_string(&file) {
+        Ok(text) => match b64.decode(text.trim()).map(<[u8; 32]>::try_from) {
+            Ok(Ok(key)) => return Some(key),
+            Ok(Err(bytes)) => format!(
+                "{} holds {} bytes of base64: an X25519 public key is 32",
+                file.display(),
+                bytes.len()
+            ),
             Err(e) => format!(
-                "neither base64 of a 32-byte X25519 public key nor a readable file ({}: {e})",
+                "{} does not hold a base64 X25519 public key: {e}",
                 file.display()
             ),
-        };
-        self.problem_at("authority", "public_key", message);
-        None
-    }
+        },
+        Err(e) => format!(
+            "neither base64 of a 32-byte X25519 public key nor a readable file ({}: {e})",
+            file.display()
+        ),
+    };
+    l.problem_at("authority", "public_key", message);
+    None
+}
 
-    fn scan_source(&mut self) -> Option<ScanSource> {
-        let value = self.string("scan", "source")?;
-        match value.as_str() {
-            "bluez" => Some(ScanSource::Bluez),
-            "sim" => Some(ScanSource::Sim),
-            other => match other.strip_prefix("replay:") {
-                Some(path) if !path.is_empty() => Some(ScanSource::Replay(PathBuf::from(path))),
-                _ => {
-                    self.problem_at(
-                        "scan",
-                        "source",
-                        format!(
-                            "invalid value {value:?}: expected \"bluez\", \"sim\" or \"replay:PATH\""
-                        ),
-                    );
-                    None
-                }
-            },
-        }
-    }
-
-    fn service_uuids(&mut self) -> Option<Vec<ServiceUuid>> {
-        let items = self.list("scan", "bluetrace_service_uuids")?;
-        let mut uuids = Vec::with_capacity(items.len());
-        let mut bad = Vec::new();
-        for item in &items {
-            match ServiceUuid::parse(item) {
-                Some(uuid) => uuids.push(uuid),
-                None => bad.push(format!("{item:?}")),
-            }
-        }
-        if !bad.is_empty() {
-            self.problem_at(
-                "scan",
-                "bluetrace_service_uuids",
-                format!(
-                    "invalid value {}: expected service UUIDs like \
-                     \"B82AB3FC-1595-4F6A-80F0-FE094CC218F9\"",
-                    bad.join(", ")
-                ),
-            );
-            return None;
-        }
-        Some(uuids)
-    }
-
-    /// A path where empty means "not set"; relative paths are relative to `config_dir`.
-    fn config_file(&self, config_dir: &Path, key: &'static str) -> Option<Option<PathBuf>> {
-        self.optional("mqtt", key)
-            .map(|p| p.map(|p| config_dir.join(p)))
-    }
-
-    fn mqtt(&mut self, config_dir: &Path, gateway_id: Option<&str>) -> Option<MqttSettings> {
-        let host = self.non_empty("mqtt", "host");
-        let port = self.int("mqtt", "port").and_then(|p| u16::try_from(p).ok());
-        let client_id = match self.optional("mqtt", "client_id") {
-            Some(Some(id)) => Some(id),
-            Some(None) => gateway_id.map(|id| format!("venuetrace-gw-{id}")),
-            None => None,
-        };
-        let tls = self.boolean("mqtt", "tls");
-        let ca_file = self.config_file(config_dir, "ca_file");
-        let client_cert = self.config_file(config_dir, "client_cert");
-        let client_key = self.config_file(config_dir, "client_key");
-        if tls == Some(false) {
-            for key in ["ca_file", "client_cert", "client_key"] {
-                if self.optional("mqtt", key).is_some_and(|v| v.is_some()) {
-                    self.problem_at("mqtt", key, "has no effect unless mqtt.tls = true".into());
-                }
-            }
-        }
-        let client_auth = match (client_cert.clone(), client_key.clone()) {
-            (Some(Some(cert)), Some(Some(key))) => Some(Some(ClientAuth { cert, key })),
-            (Some(None), Some(None)) => Some(None),
-            (Some(Some(_)), Some(None)) => {
-                self.problem_at("mqtt", "client_cert", "needs mqtt.client_key too".into());
-                None
-            }
-            (Some(None), Some(Some(_))) => {
-                self.problem_at("mqtt", "client_key", "needs mqtt.client_cert too".into());
-                None
-            }
-            _ => None,
-        };
-        // No early return before every check has run: each problem must be reported.
-        let tls = match (tls, ca_file, client_auth) {
-            (Some(true), Some(ca_file), Some(client_auth)) => Some(Some(TlsSettings {
-                ca_file,
-                client_auth,
-            })),
-            (Some(false), _, _) => Some(None),
-            _ => None,
-        };
-
-        let username = self.optional("mqtt", "username");
-        let password = self.optional("mqtt", "password");
-        let password_file = self.config_file(config_dir, "password_file");
-        let password = match (password, password_file) {
-            (Some(Some(_)), Some(Some(_))) => {
-                self.problem_at(
-                    "mqtt",
-                    "password_file",
-                    "set mqtt.password or mqtt.password_file, not both".into(),
+fn scan_source(l: &mut Loader) -> Option<ScanSource> {
+    let value = l.string("scan", "source")?;
+    match value.as_str() {
+        "bluez" => Some(ScanSource::Bluez),
+        "sim" => Some(ScanSource::Sim),
+        other => match other.strip_prefix("replay:") {
+            Some(path) if !path.is_empty() => Some(ScanSource::Replay(PathBuf::from(path))),
+            _ => {
+                l.problem_at(
+                    "scan",
+                    "source",
+                    format!(
+                        "invalid value {value:?}: expected \"bluez\", \"sim\" or \"replay:PATH\""
+                    ),
                 );
                 None
             }
-            (Some(Some(secret)), Some(None)) => Some(Some(MqttPassword::Inline(Secret(secret)))),
-            (Some(None), Some(Some(file))) => Some(Some(MqttPassword::File(file))),
-            (Some(None), Some(None)) => Some(None),
-            _ => None,
-        };
-        if let (Some(None), Some(Some(_))) = (&username, &password) {
-            let key = if self.is_set("mqtt", "password") {
-                "password"
-            } else {
-                "password_file"
-            };
-            self.problem_at("mqtt", key, "a password needs mqtt.username".into());
-        }
-
-        let keep_alive = self
-            .int("mqtt", "keep_alive_seconds")
-            .and_then(|s| u64::try_from(s).ok())
-            .map(Duration::from_secs);
-        let initial = self
-            .int("mqtt", "resend_initial_seconds")
-            .and_then(|s| u64::try_from(s).ok());
-        let max = self
-            .int("mqtt", "resend_max_seconds")
-            .and_then(|s| u64::try_from(s).ok());
-        if let (Some(initial), Some(max)) = (initial, max)
-            && initial > max
-        {
-            let key = if self.is_set("mqtt", "resend_initial_seconds") {
-                "resend_initial_seconds"
-            } else {
-                "resend_max_seconds"
-            };
-            self.problem_at(
-                "mqtt",
-                key,
-                format!(
-                    "resend_initial_seconds ({initial}) is more than resend_max_seconds ({max})"
-                ),
-            );
-            return None;
-        }
-        Some(MqttSettings {
-            host: host?,
-            port: port?,
-            client_id: client_id?,
-            tls: tls?,
-            username: username?,
-            password: password?,
-            keep_alive: keep_alive?,
-            resend: Backoff {
-                initial: Duration::from_secs(initial?),
-                max: Duration::from_secs(max?),
-            },
-        })
-    }
-}
-
-/// Converts a value from the file to the key's type, checking its range.
-fn from_toml(spec: &KeySpec, value: &Value) -> Result<Raw, String> {
-    let raw = match (spec.kind, &value.kind) {
-        (Kind::Str | Kind::OneOf(_), ValueKind::String(s)) => Raw::Str(s.clone()),
-        (Kind::Int { .. } | Kind::WindowMinutes, ValueKind::I64(i)) => Raw::Int(*i),
-        (Kind::Float { .. }, ValueKind::Float(x)) => Raw::Float(*x),
-        (Kind::Float { .. }, ValueKind::I64(i)) => Raw::Float(*i as f64),
-        (Kind::Bool, ValueKind::Boolean(b)) => Raw::Bool(*b),
-        (Kind::StrList, ValueKind::Array(items)) => {
-            let mut list = Vec::with_capacity(items.len());
-            for item in items {
-                match &item.kind {
-                    ValueKind::String(s) => list.push(s.clone()),
-                    _ => return Err(mismatch(spec, item)),
-                }
-            }
-            Raw::List(list)
-        }
-        _ => return Err(mismatch(spec, value)),
-    };
-    check_range(spec, raw)
-}
-
-/// Parses an environment variable's text as the key's type, checking its range.
-fn from_env(spec: &KeySpec, text: &str) -> Result<Raw, String> {
-    let invalid = || {
-        format!(
-            "invalid value {}: expected {}",
-            if spec.secret {
-                "(hidden)".to_owned()
-            } else {
-                format!("{text:?}")
-            },
-            spec.kind.expected()
-        )
-    };
-    let raw = match spec.kind {
-        Kind::Str | Kind::OneOf(_) => Raw::Str(text.to_owned()),
-        Kind::Int { .. } | Kind::WindowMinutes => {
-            Raw::Int(text.trim().parse().map_err(|_| invalid())?)
-        }
-        Kind::Float { .. } => Raw::Float(text.trim().parse().map_err(|_| invalid())?),
-        Kind::Bool => match text.trim().to_ascii_lowercase().as_str() {
-            "true" => Raw::Bool(true),
-            "false" => Raw::Bool(false),
-            _ => return Err(invalid()),
         },
-        Kind::StrList => Raw::List(
-            text.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        ),
-    };
-    check_range(spec, raw)
-}
-
-/// The range checks shared by file and environment values.
-fn check_range(spec: &KeySpec, raw: Raw) -> Result<Raw, String> {
-    let out_of_range =
-        |shown: String| format!("invalid value {shown}: expected {}", spec.kind.expected());
-    match (spec.kind, &raw) {
-        (Kind::Int { min, max }, Raw::Int(i)) if !(min..=max).contains(i) => {
-            Err(out_of_range(i.to_string()))
-        }
-        (Kind::WindowMinutes, Raw::Int(m)) if m % 10 != 0 => Err(format!(
-            "{m} does not divide into whole 10-minute ENIN intervals"
-        )),
-        (Kind::WindowMinutes, Raw::Int(m)) if !(10..=60).contains(m) => {
-            Err(out_of_range(m.to_string()))
-        }
-        (
-            Kind::Float {
-                min,
-                min_inclusive,
-                max,
-            },
-            Raw::Float(x),
-        ) if !x.is_finite() || *x < min || (*x == min && !min_inclusive) || *x > max => {
-            Err(out_of_range(x.to_string()))
-        }
-        (Kind::OneOf(names), Raw::Str(s)) if !names.contains(&s.as_str()) => {
-            Err(out_of_range(format!("{s:?}")))
-        }
-        _ => Ok(raw),
     }
 }
 
-/// The message for a value of the wrong type.
-fn mismatch(spec: &KeySpec, value: &Value) -> String {
-    let expected = spec.kind.expected();
-    let shown = match &value.kind {
-        _ if spec.secret => Some("(hidden)".to_owned()),
-        ValueKind::String(s) => Some(format!("{s:?}")),
-        ValueKind::I64(i) => Some(i.to_string()),
-        ValueKind::I128(i) => Some(i.to_string()),
-        ValueKind::U64(i) => Some(i.to_string()),
-        ValueKind::U128(i) => Some(i.to_string()),
-        ValueKind::Float(x) => Some(x.to_string()),
-        ValueKind::Boolean(b) => Some(b.to_string()),
-        ValueKind::Nil | ValueKind::Table(_) | ValueKind::Array(_) => None,
-    };
-    match shown {
-        Some(shown) => format!("invalid value {shown}: expected {expected}"),
-        None => format!("expected {expected}, found {}", describe(value)),
-    }
-}
-
-/// What kind of value this is, for messages.
-fn describe(value: &Value) -> &'static str {
-    match value.kind {
-        ValueKind::Nil => "nothing",
-        ValueKind::Boolean(_) => "a boolean",
-        ValueKind::I64(_) | ValueKind::I128(_) | ValueKind::U64(_) | ValueKind::U128(_) => {
-            "an integer"
-        }
-        ValueKind::Float(_) => "a number",
-        ValueKind::String(_) => "a string",
-        ValueKind::Table(_) => "a table",
-        ValueKind::Array(_) => "a list",
-    }
-}
-
-/// ` (did you mean "port"?)` when a known name is a near miss of `name` (one edit, or two for
-/// names of six characters or more), else empty.
-fn did_you_mean<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
-    let allowed = if name.chars().count() >= 6 { 2 } else { 1 };
-    known
-        .map(|k| (edit_distance(name, k), k))
-        .filter(|(d, _)| *d <= allowed)
-        .min()
-        .map_or(String::new(), |(_, k)| format!(" (did you mean {k:?}?)"))
-}
-
-/// Edit distance by characters, counting a swap of two neighbours as one edit (optimal string
-/// alignment), so `prot` is one edit from `port`.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    // d[i][j]: distance between a[..i] and b[..j].
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
+fn service_uuids(l: &mut Loader) -> Option<Vec<ServiceUuid>> {
+    let items = l.list("scan", "bluetrace_service_uuids")?;
+    let mut uuids = Vec::with_capacity(items.len());
+    let mut bad = Vec::new();
+    for item in &items {
+        match ServiceUuid::parse(item) {
+            Some(uuid) => uuids.push(uuid),
+            None => bad.push(format!("{item:?}")),
         }
     }
-    d[a.len()][b.len()]
+    if !bad.is_empty() {
+        l.problem_at(
+            "scan",
+            "bluetrace_service_uuids",
+            format!(
+                "invalid value {}: expected service UUIDs like \
+                 \"B82AB3FC-1595-4F6A-80F0-FE094CC218F9\"",
+                bad.join(", ")
+            ),
+        );
+        return None;
+    }
+    Some(uuids)
+}
+
+/// `[mqtt]`: the connection keys shared with the authority, the client id defaulting from
+/// the gateway id, and the resend schedule.
+fn mqtt(l: &mut Loader, config_dir: &Path, gateway_id: Option<&str>) -> Option<MqttSettings> {
+    let connection = l.mqtt_connection(
+        config_dir,
+        gateway_id.map(|id| format!("venuetrace-gw-{id}")),
+    );
+    let initial = l
+        .int("mqtt", "resend_initial_seconds")
+        .and_then(|s| u64::try_from(s).ok());
+    let max = l
+        .int("mqtt", "resend_max_seconds")
+        .and_then(|s| u64::try_from(s).ok());
+    if let (Some(initial), Some(max)) = (initial, max)
+        && initial > max
+    {
+        let key = if l.is_set("mqtt", "resend_initial_seconds") {
+            "resend_initial_seconds"
+        } else {
+            "resend_max_seconds"
+        };
+        l.problem_at(
+            "mqtt",
+            key,
+            format!("resend_initial_seconds ({initial}) is more than resend_max_seconds ({max})"),
+        );
+        return None;
+    }
+    let c = connection?;
+    Some(MqttSettings {
+        host: c.host,
+        port: c.port,
+        client_id: c.client_id,
+        tls: c.tls,
+        username: c.username,
+        password: c.password,
+        keep_alive: c.keep_alive,
+        resend: Backoff {
+            initial: Duration::from_secs(initial?),
+            max: Duration::from_secs(max?),
+        },
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     const KEY_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -2056,23 +1264,5 @@ minutes = 10
         );
         let (_d, r) = load_scan("replay_speed = 3");
         assert_eq!(expect_config(r).scan.replay_speed, 3.0);
-    }
-
-    /// Suggestions come only for near misses.
-    #[test]
-    fn suggestions_are_near_misses() {
-        assert_eq!(edit_distance("prot", "port"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(
-            did_you_mean("hots", ["host", "port"].into_iter()),
-            " (did you mean \"host\"?)"
-        );
-        assert_eq!(did_you_mean("zzzzzz", ["host", "port"].into_iter()), "");
-        assert_eq!(did_you_mean("id", ["sim"].into_iter()), "");
-        assert_eq!(
-            did_you_mean("retension_dys", ["retention_days"].into_iter()),
-            " (did you mean \"retention_days\"?)"
-        );
     }
 }

@@ -341,7 +341,16 @@ pub async fn run(
                     Some(advert) => {
                         daemon.report.adverts += 1;
                         if let Some(window) = aggregator.observe(&advert) {
+                            let end = window.start.0 + window.intervals;
                             daemon.commit(window).await?;
+                            // Nothing heard for whole windows (a replay's or simulation's quiet
+                            // spell): report them as empty, so the authority can tell "nobody
+                            // there" from "gateway down".
+                            let step = daemon.settings.aggregator.window_intervals;
+                            let open = aggregator.open_window().map_or(end, |e| e.0);
+                            for start in (end..open).step_by(step as usize) {
+                                daemon.commit(Window::empty(crate::crypto::Enin(start), step)).await?;
+                            }
                             daemon.send_due().await?;
                         }
                     }

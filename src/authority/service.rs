@@ -1,0 +1,545 @@
+//! The store-backed commands' wiring: opening the store from the configuration (or
+//! `--database`), the authority's key pair, the ingest daemon (`run`), the matching driver
+//! (`match`) and the venue exposure query (`exposures`).
+//!
+//! Decisions live in [`ingest`](super::ingest), [`crate::matching`] and
+//! [`store`](super::store); this file resolves settings and connects them.
+
+use super::config::{self, AuthorityConfig, Database, MatchingSettings};
+use super::ingest::{self, IngestLimits, IngestReport};
+use super::registry::RegistryError;
+use super::store::{ExposureFilter, ExposureRow, SqliteStore, StoreError, VenueHourRow};
+use crate::exit::Exit;
+use crate::gateway::publisher::{MqttSettings, TlsSettings};
+use crate::matching::{self, MatchKey, MatchStats, RiskConfig, VenueSighting};
+use crate::output::{ListFormat, Table};
+use crate::seal::{KeyFileError, KeyPair};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// A store-backed command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The configuration is invalid (all problems listed).
+    #[error("invalid configuration:\n{0}")]
+    Config(config::ConfigErrors),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A registry command failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The key file is unusable.
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    /// A file the configuration names cannot be read.
+    #[error("cannot read {what} {path}")]
+    File {
+        /// What the file is for.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A time argument is not understood.
+    #[error(
+        "{option} {value:?}: expected a date (2026-11-29) or a date and time (2026-11-29T14:00, optionally with an offset)"
+    )]
+    Time {
+        /// The option.
+        option: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// Ingest stopped on an error.
+    #[error(transparent)]
+    Ingest(#[from] ingest::IngestError),
+    /// The risk model settings are inconsistent.
+    #[error("matching settings: {0}")]
+    Risk(String),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    /// A blocking task failed (a bug).
+    #[error("internal task failed: {0}")]
+    Internal(String),
+    /// Writing the result failed.
+    #[error("cannot write output")]
+    Output(#[source] std::io::Error),
+}
+
+impl ServiceError {
+    /// The sysexits code.
+    pub fn exit(&self) -> Exit {
+        match self {
+            ServiceError::Config(_) | ServiceError::Risk(_) => Exit::Config,
+            ServiceError::Store(StoreError::Registry(_)) => Exit::DataErr,
+            ServiceError::Store(StoreError::Incompatible { .. }) => Exit::Config,
+            ServiceError::Store(_) => Exit::IoErr,
+            ServiceError::Registry(e) => e.exit(),
+            ServiceError::Key(KeyFileError::Exists(_) | KeyFileError::Write { .. }) => {
+                Exit::CantCreat
+            }
+            ServiceError::Key(_) => Exit::Config,
+            ServiceError::File { .. } => Exit::NoInput,
+            ServiceError::Time { .. } => Exit::Usage,
+            ServiceError::Ingest(_) => Exit::Software,
+            ServiceError::Runtime(_) | ServiceError::Internal(_) => Exit::Software,
+            ServiceError::Output(_) => Exit::IoErr,
+        }
+    }
+}
+
+/// The configuration a store-backed command runs with: the file when it exists (any problem
+/// in it is an error), else — only when `--database` is given — the built-in defaults.
+pub fn load_config(
+    config_path: &Path,
+    database: Option<&Path>,
+) -> Result<(AuthorityConfig, PathBuf), ServiceError> {
+    let env = config::process_env();
+    let config = if config_path.exists() || database.is_none() {
+        config::load(config_path, &env).map_err(ServiceError::Config)?
+    } else {
+        // No configuration file, but an explicit store: run on the built-in defaults (every
+        // key has one), still applying environment overrides.
+        let path = defaults_file();
+        let loaded = config::load(&path, &env);
+        let _ = std::fs::remove_file(&path);
+        loaded.map_err(ServiceError::Config)?
+    };
+    let db = match database {
+        Some(path) => path.to_owned(),
+        None => match &config.authority.database {
+            Database::Sqlite(path) => path.clone(),
+        },
+    };
+    Ok((config, db))
+}
+
+/// An empty configuration file (all defaults) in the temporary directory.
+fn defaults_file() -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "venuetrace-authority-defaults-{}.toml",
+        std::process::id()
+    ));
+    let _ = std::fs::write(&path, "# defaults\n");
+    path
+}
+
+/// Opens the store, creating its directory's file if needed.
+pub fn open_store(path: &Path) -> Result<SqliteStore, ServiceError> {
+    Ok(SqliteStore::open(path)?)
+}
+
+/// The risk model of the `[matching]` settings.
+pub fn risk_config(m: &MatchingSettings) -> RiskConfig {
+    let defaults = RiskConfig::default();
+    RiskConfig {
+        tolerance_intervals: m.tolerance_intervals,
+        max_rpi_run_minutes: m.max_rpi_run_minutes,
+        max_window_minutes: m.max_window_minutes,
+        attenuation_thresholds_db: m.attenuation_thresholds_db,
+        attenuation_weights: m.attenuation_weights,
+        report_type_weights: matching::ReportTypeWeights {
+            confirmed_test: m.report_type_weights.confirmed_test,
+            confirmed_clinical_diagnosis: m.report_type_weights.confirmed_clinical_diagnosis,
+            self_report: m.report_type_weights.self_report,
+            recursive: m.report_type_weights.recursive,
+        },
+        infectiousness_weights: matching::InfectiousnessWeights {
+            standard: m.infectiousness_weights.standard,
+            high: m.infectiousness_weights.high,
+        },
+        default_report_type: m.default_report_type,
+        default_infectiousness: match m.default_infectiousness {
+            config::Infectiousness::Standard => matching::Infectiousness::Standard,
+            config::Infectiousness::High => matching::Infectiousness::High,
+        },
+        minimum_window_score: m.minimum_window_score,
+        ..defaults
+    }
+}
+
+/// What a match run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MatchSummary {
+    /// Keys matched.
+    pub keys: usize,
+    /// Sightings read.
+    pub sightings: usize,
+    /// Exposure events stored.
+    pub events: usize,
+    /// Venue-hours with exposure.
+    pub venue_hours: usize,
+    /// The core's counters.
+    pub stats: MatchStats,
+}
+
+/// Matches every stored key against the sightings they can match (their intervals ± the
+/// tolerance) and replaces the stored exposure results. Deterministic for a given store.
+pub fn match_store(
+    store: &mut SqliteStore,
+    risk: &RiskConfig,
+) -> Result<MatchSummary, ServiceError> {
+    let keys = store.keys()?;
+    if keys.is_empty() {
+        store.replace_exposures(&[], &[])?;
+        return Ok(MatchSummary::default());
+    }
+    let tolerance = risk.tolerance_intervals;
+    let from = keys
+        .iter()
+        .map(|k| k.key.rolling_start.0)
+        .min()
+        .unwrap_or(0)
+        .saturating_sub(tolerance);
+    let to = keys
+        .iter()
+        .map(|k| {
+            k.key
+                .rolling_start
+                .0
+                .saturating_add(k.key.rolling_period.get())
+        })
+        .max()
+        .unwrap_or(0)
+        .saturating_add(tolerance + 1);
+    let sightings: Vec<VenueSighting> = store
+        .sightings(crate::crypto::Enin(from), crate::crypto::Enin(to))?
+        .into_iter()
+        .map(|s| VenueSighting {
+            venue: s.venue,
+            window_start: s.window_start,
+            window_minutes: s.window_minutes,
+            rpi: s.rpi,
+            aem: s.aem,
+            rssi_calibration_db: s.rssi_calibration_db,
+            minutes: s.minutes,
+        })
+        .collect();
+    let match_keys: Vec<MatchKey> = keys
+        .into_iter()
+        .map(|k| MatchKey {
+            id: k.id,
+            key: k.key,
+        })
+        .collect();
+    let report = matching::match_keys(&match_keys, &sightings, risk);
+    let events: Vec<ExposureRow> = report
+        .events
+        .iter()
+        .map(|e| ExposureRow {
+            key_id: e.key_id,
+            venue: e.venue,
+            start_s: e.start_unix_s,
+            end_s: e.end_unix_s,
+            score: e.score,
+            min_attenuation_db: e.min_attenuation_db,
+            typical_attenuation_db: e.typical_attenuation_db,
+            minutes_by_bucket: e.minutes_by_bucket,
+            report_type: e.report_type.to_i32(),
+        })
+        .collect();
+    let hours: Vec<VenueHourRow> = report
+        .venue_hours
+        .iter()
+        .map(|h| VenueHourRow {
+            venue: h.venue,
+            hour_start_s: h.hour_start_unix_s,
+            exposure_events: h.exposure_events,
+            infectious_keys: h.infectious_keys,
+            exposure_minutes: h.exposure_minutes,
+            max_score: h.max_score,
+            total_score: h.total_score,
+            co_present: h.co_present_visitors,
+        })
+        .collect();
+    store.replace_exposures(&events, &hours)?;
+    Ok(MatchSummary {
+        keys: match_keys.len(),
+        sightings: sightings.len(),
+        events: events.len(),
+        venue_hours: hours.len(),
+        stats: report.stats,
+    })
+}
+
+/// Parses a `--from`/`--to` time in the operator's time zone.
+pub fn parse_time(
+    option: &'static str,
+    value: &str,
+    tz: &jiff::tz::TimeZone,
+) -> Result<i64, ServiceError> {
+    let bad = || ServiceError::Time {
+        option,
+        value: value.to_owned(),
+    };
+    if let Ok(ts) = value.parse::<jiff::Timestamp>() {
+        return Ok(ts.as_second());
+    }
+    let datetime = value
+        .parse::<jiff::civil::DateTime>()
+        .or_else(|_| {
+            value
+                .parse::<jiff::civil::Date>()
+                .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
+        })
+        .map_err(|_| bad())?;
+    Ok(tz.to_timestamp(datetime).map_err(|_| bad())?.as_second())
+}
+
+fn local(unix_s: i64, tz: &jiff::tz::TimeZone) -> String {
+    jiff::Timestamp::from_second(unix_s)
+        .map(|ts| {
+            ts.to_zoned_datetime(tz.clone())
+                .strftime("%Y-%m-%dT%H:%M%:z")
+                .to_string()
+        })
+        .unwrap_or_else(|_| unix_s.to_string())
+}
+
+/// `exposures`: venue-hours where an infectious key was present.
+pub fn exposures(
+    store: &SqliteStore,
+    filter: &ExposureFilter,
+    tz: &jiff::tz::TimeZone,
+    format: ListFormat,
+    out: &mut dyn Write,
+) -> Result<(), ServiceError> {
+    let rows = store.venue_hours(filter)?;
+    let mut table = Table::new([
+        "hour",
+        "venue",
+        "kind",
+        "events",
+        "infectious_keys",
+        "exposure_min",
+        "max_score",
+        "total_score",
+        "co_present",
+    ]);
+    let mut json = Vec::new();
+    for r in &rows {
+        let hour = local(r.hour_start_s, tz);
+        table.row([
+            hour.clone(),
+            r.venue.clone(),
+            r.kind.clone(),
+            r.exposure_events.to_string(),
+            r.infectious_keys.to_string(),
+            r.exposure_minutes.to_string(),
+            format!("{:.0}", r.max_score),
+            format!("{:.0}", r.total_score),
+            r.co_present.to_string(),
+        ]);
+        json.push(serde_json::json!({
+            "hour": hour,
+            "hour_start_unix_s": r.hour_start_s,
+            "venue": r.venue,
+            "kind": r.kind,
+            "exposure_events": r.exposure_events,
+            "infectious_keys": r.infectious_keys,
+            "exposure_minutes": r.exposure_minutes,
+            "max_score": r.max_score,
+            "total_score": r.total_score,
+            "co_present_visitors": r.co_present,
+        }));
+    }
+    match format {
+        ListFormat::Table => table.write(out),
+        ListFormat::Csv => table.write_csv(out),
+        ListFormat::Json => writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        ),
+    }
+    .map_err(ServiceError::Output)
+}
+
+/// `keygen`: a new authority key pair; returns it so the caller prints the public key.
+pub fn keygen(path: &Path) -> Result<KeyPair, ServiceError> {
+    let keys = KeyPair::generate();
+    keys.save(path)?;
+    Ok(keys)
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ServiceError> {
+    std::fs::read(path).map_err(|source| ServiceError::File {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The broker settings of the configuration (reads TLS and password files).
+pub fn mqtt_settings(config: &AuthorityConfig) -> Result<MqttSettings, ServiceError> {
+    let m = &config.mqtt;
+    let tls = match &m.tls {
+        None => None,
+        Some(t) => Some(TlsSettings {
+            ca_pem: t
+                .ca_file
+                .as_deref()
+                .map(|p| read("MQTT CA file", p))
+                .transpose()?,
+            client_auth: match &t.client_auth {
+                None => None,
+                Some(c) => Some((
+                    read("MQTT client certificate", &c.cert)?,
+                    read("MQTT client key", &c.key)?,
+                )),
+            },
+        }),
+    };
+    let password = match &m.password {
+        None => None,
+        Some(config::MqttPassword::Inline(secret)) => Some(secret.expose().to_owned()),
+        Some(config::MqttPassword::File(path)) => {
+            let bytes = read("MQTT password file", path)?;
+            Some(
+                String::from_utf8_lossy(&bytes)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+            )
+        }
+    };
+    Ok(MqttSettings {
+        host: m.host.clone(),
+        port: m.port,
+        client_id: m.client_id.clone(),
+        tls,
+        credentials: m
+            .username
+            .clone()
+            .map(|u| (u, password.unwrap_or_default())),
+        keep_alive: m.keep_alive,
+        max_packet_bytes: config.ingest.max_batch_bytes + 1024,
+    })
+}
+
+/// `run`: ingest until SIGTERM/SIGINT; purges by retention hourly and re-matches after new
+/// batches (at most once a minute).
+pub fn run(config: &AuthorityConfig, database: &Path) -> Result<IngestReport, ServiceError> {
+    crate::gateway::service::init_logging(config.log.level.as_str(), config.log.format);
+    let keys = KeyPair::load(&config.authority.private_key)?;
+    let mqtt = mqtt_settings(config)?;
+    let store = Arc::new(Mutex::new(open_store(database)?));
+    let limits = IngestLimits {
+        max_future: config.ingest.max_future,
+        retention: config.retention.sightings,
+    };
+    let risk = risk_config(&config.matching);
+    let retention = config.retention;
+    let share_group = config.mqtt.share_group.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(ServiceError::Runtime)?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = tokio::spawn(watch_signals(shutdown.clone()));
+        let housekeeping = tokio::spawn(housekeeping(
+            Arc::clone(&store),
+            risk,
+            retention,
+            shutdown.clone(),
+        ));
+        info!(database = %database.display(), "authority starting");
+        let report = ingest::run(&mqtt, &share_group, keys, store, limits, shutdown.clone()).await;
+        shutdown.cancel();
+        signals.abort();
+        let _ = housekeeping.await;
+        let report = report?;
+        info!(
+            stored = report.stored,
+            duplicates = report.duplicates,
+            quarantined = report.quarantined,
+            "authority stopped"
+        );
+        Ok(report)
+    })
+}
+
+async fn housekeeping(
+    store: Arc<Mutex<SqliteStore>>,
+    risk: RiskConfig,
+    retention: config::RetentionSettings,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut matched_batches = None;
+    let mut minutes = 0u64;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let (store, risk) = (Arc::clone(&store), risk.clone());
+        let purge = minutes.is_multiple_of(60);
+        minutes += 1;
+        let last = matched_batches;
+        let result = tokio::task::spawn_blocking(move || -> Result<Option<u64>, ServiceError> {
+            let mut store = store
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if purge {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                let purged = store.purge(
+                    now - retention.sightings.as_secs() as i64,
+                    now - retention.keys.as_secs() as i64,
+                )?;
+                info!(
+                    batches = purged.batches,
+                    sightings = purged.sightings,
+                    keys = purged.keys,
+                    "retention purge"
+                );
+            }
+            let batches = store.batch_count()?;
+            if last != Some(batches) {
+                let summary = match_store(&mut store, &risk)?;
+                info!(
+                    keys = summary.keys,
+                    sightings = summary.sightings,
+                    events = summary.events,
+                    venue_hours = summary.venue_hours,
+                    "matched"
+                );
+            }
+            Ok(Some(batches))
+        })
+        .await;
+        match result {
+            Ok(Ok(batches)) => matched_batches = batches,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::exit::describe(&e), "housekeeping failed; retrying next minute")
+            }
+            Err(e) => tracing::warn!(error = %e, "housekeeping task failed"),
+        }
+    }
+}
+
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
+        _ = int.recv() => info!(signal = "SIGINT", "shutting down"),
+    }
+    shutdown.cancel();
+}

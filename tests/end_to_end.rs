@@ -1,0 +1,314 @@
+//! Gateways and authority end to end, all real binaries, through a private Mosquitto: three
+//! gateways simulate a city's venues (`--source sim`), the authority ingests their sealed
+//! batches, a key server's signed export of the infected phones' TEKs is imported, and
+//! `exposures` lists the venue-hours where those phones were — checked against the
+//! simulation's ground truth.
+
+mod common;
+
+use common::mosquitto::Broker;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use venuetrace::crypto::{Enin, RollingPeriod, Tek};
+use venuetrace::export::{
+    DiagnosisKey, ExportContents, ExportSigner, ReportType, SignatureInfo, write_export_zip,
+};
+use venuetrace::sim::{GroundTruth, PhoneKind};
+
+const GW: &str = env!("CARGO_BIN_EXE_venuetrace-gateway");
+const AUTH: &str = env!("CARGO_BIN_EXE_venuetrace-authority");
+const VENUES: [&str; 3] = ["supermarket-1", "souk-1", "bus-station-1"];
+
+fn run(bin: &str, args: &[&str]) -> String {
+    let out = Command::new(bin).args(args).output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{bin} {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn public_key(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("public key "))
+        .expect("public key printed")
+        .to_owned()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The whole product on one machine; see the module documentation.
+#[test]
+fn simulated_city_exposures_match_ground_truth() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+
+    // The authority: key pair and configuration.
+    let auth_public = public_key(&run(
+        AUTH,
+        &[
+            "keygen",
+            "--key",
+            path(&d.join("authority.key")),
+            "--database",
+            path(&d.join("a.sqlite")),
+        ],
+    ));
+    let auth_config = d.join("authority.toml");
+    std::fs::write(
+        &auth_config,
+        format!(
+            "[authority]\nstate_dir = \"{dir}\"\nprivate_key = \"authority.key\"\ndatabase = \"a.sqlite\"\ntimezone = \"UTC\"\n\
+             [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n[keys]\nallow_unsigned = false\n",
+            dir = d.display(),
+            port = broker.port
+        ),
+    )
+    .expect("authority.toml");
+    let c = path(&auth_config);
+
+    // Three gateways, enrolled.
+    for venue in VENUES {
+        let gw_dir = d.join(venue);
+        std::fs::create_dir(&gw_dir).expect("gateway dir");
+        let gw_public = public_key(&run(
+            GW,
+            &["keygen", "--key", path(&gw_dir.join("gateway.key"))],
+        ));
+        run(
+            AUTH,
+            &[
+                "gateways",
+                "add",
+                "--id",
+                &format!("gw-{venue}"),
+                "--venue",
+                venue,
+                "--public-key",
+                &gw_public,
+                "-c",
+                c,
+            ],
+        );
+        std::fs::write(
+            gw_dir.join("gateway.toml"),
+            format!(
+                "[gateway]\nid = \"gw-{venue}\"\nvenue = \"{venue}\"\nstate_dir = \"{dir}\"\n\
+                 [authority]\npublic_key = \"{auth_public}\"\n[scan]\nsource = \"sim\"\n\
+                 [sim]\nseed = 11\nphones = 400\nhours = 4.0\nspeed = 0.0\nground_truth = \"{truth}\"\n\
+                 [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nresend_initial_seconds = 1\nresend_max_seconds = 2\n",
+                dir = gw_dir.display(),
+                truth = gw_dir.join("truth.json").display(),
+                port = broker.port
+            ),
+        )
+        .expect("gateway.toml");
+    }
+    let listed = run(AUTH, &["gateways", "list", "--format", "json", "-c", c]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&listed)
+            .expect("json")
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+
+    // Authority ingesting, gateways simulating their day and delivering everything.
+    let authority = Killed(
+        Command::new(AUTH)
+            .args(["run", "-c", c])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("authority run"),
+    );
+    let gateways: Vec<Child> = VENUES
+        .iter()
+        .map(|venue| {
+            Command::new(GW)
+                .args([
+                    "run",
+                    "--exit-when-delivered",
+                    "-c",
+                    path(&d.join(venue).join("gateway.toml")),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("gateway run")
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for gateway in gateways {
+        let out = gateway.wait_with_output().expect("gateway exits");
+        assert!(
+            out.status.success(),
+            "gateway failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(Instant::now() < deadline, "gateways took over 120 s");
+    }
+    drop(authority);
+    let status: serde_json::Value = serde_json::from_str(&run(
+        AUTH,
+        &["gateways", "status", "--format", "json", "-c", c],
+    ))
+    .expect("json");
+    for g in status.as_array().expect("array") {
+        // 4 hours = 24 windows, from the first advert heard (the day starts quiet) to the end.
+        let batches = g["batches"].as_u64().expect("count");
+        assert!(
+            (20..=24).contains(&batches),
+            "{batches} batches from {}",
+            g["id"]
+        );
+    }
+
+    // The key server publishes the infected GAEN phones' keys, signed.
+    let truth: GroundTruth =
+        serde_json::from_slice(&std::fs::read(d.join("souk-1").join("truth.json")).expect("truth"))
+            .expect("parses");
+    let infected: Vec<_> = truth
+        .phones
+        .iter()
+        .filter(|p| p.infected && p.kind == PhoneKind::Gaen)
+        .collect();
+    assert!(
+        !infected.is_empty(),
+        "the simulation has infected GAEN phones"
+    );
+    let keys: Vec<DiagnosisKey> = infected
+        .iter()
+        .flat_map(|p| &p.teks)
+        .map(|t| DiagnosisKey {
+            tek: Tek::from_hex(&t.key_data).expect("hex"),
+            transmission_risk_level: Some(4),
+            rolling_start: Enin(t.rolling_start_interval_number),
+            rolling_period: RollingPeriod::new(i64::from(t.rolling_period)).expect("period"),
+            report_type: Some(ReportType::ConfirmedTest),
+            days_since_onset_of_symptoms: Some(1),
+        })
+        .collect();
+    let info = SignatureInfo {
+        verification_key_version: Some("v1".into()),
+        verification_key_id: Some("604".into()),
+        signature_algorithm: Some(venuetrace::export::ECDSA_P256_SHA256_OID.into()),
+    };
+    let signer = ExportSigner::generate(info.clone());
+    let contents = ExportContents {
+        region: "MA".into(),
+        signature_infos: vec![info],
+        keys,
+        ..ExportContents::default()
+    };
+    std::fs::write(
+        d.join("export.zip"),
+        write_export_zip(&contents, &signer).expect("zip"),
+    )
+    .expect("write zip");
+    std::fs::write(d.join("keyserver.pem"), signer.public_key_pem()).expect("pem");
+
+    // Unsigned or wrongly keyed imports are refused; the signed one is imported and matched.
+    let wrong = ExportSigner::generate(SignatureInfo::default());
+    std::fs::write(d.join("other.pem"), wrong.public_key_pem()).expect("pem");
+    let refused = Command::new(AUTH)
+        .args([
+            "keys",
+            "import",
+            path(&d.join("export.zip")),
+            "--public-key",
+            path(&d.join("other.pem")),
+            "-c",
+            c,
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        refused.status.code(),
+        Some(65),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    run(
+        AUTH,
+        &[
+            "keys",
+            "import",
+            path(&d.join("export.zip")),
+            "--public-key",
+            path(&d.join("keyserver.pem")),
+            "-c",
+            c,
+        ],
+    );
+    let again = run(
+        AUTH,
+        &[
+            "keys",
+            "import",
+            path(&d.join("export.zip")),
+            "--public-key",
+            path(&d.join("keyserver.pem")),
+            "--format",
+            "json",
+            "-c",
+            c,
+        ],
+    );
+    assert!(
+        again.contains("\"new\": 0"),
+        "import is idempotent: {again}"
+    );
+
+    // The health team's query against the ground truth.
+    let report: serde_json::Value =
+        serde_json::from_str(&run(AUTH, &["exposures", "--format", "json", "-c", c]))
+            .expect("json");
+    let found: BTreeSet<(String, i64)> = report
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| {
+            (
+                r["venue"].as_str().expect("venue").to_owned(),
+                r["hour_start_unix_s"].as_i64().expect("hour"),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, i64)> = truth
+        .exposed_venue_hours()
+        .into_iter()
+        .map(|h| (h.venue, h.hour_start_unix_s as i64))
+        .collect();
+    assert!(!expected.is_empty());
+    let missed: Vec<_> = expected.difference(&found).collect();
+    let extra: Vec<_> = found.difference(&expected).collect();
+    assert!(
+        missed.is_empty(),
+        "exposed venue-hours not reported: {missed:?}"
+    );
+    let precision = (found.len() - extra.len()) as f64 / found.len() as f64;
+    assert!(precision >= 0.95, "precision {precision}: extra {extra:?}");
+    // CSV for spreadsheets, with the header.
+    let csv = run(AUTH, &["exposures", "--format", "csv", "-c", c]);
+    assert!(
+        csv.starts_with("hour,venue,kind,events,infectious_keys"),
+        "{csv}"
+    );
+}
