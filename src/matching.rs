@@ -72,7 +72,7 @@ use crate::crypto::{Aem, Enin, INTERVALS_PER_DAY, Rpi};
 use crate::export::{DiagnosisKey, ReportType};
 use crate::rpi_index::RpiIndex;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -604,6 +604,9 @@ struct Part {
     index: RpiIndex,
     /// The same rows ordered by (venue, window start, row).
     by_window: Vec<u32>,
+    /// One entry per distinct (venue, window start): its key `venue << 32 | start` and where
+    /// its rows begin in `by_window`, by key (searched without touching the sightings).
+    windows: Vec<(u64, u32)>,
 }
 
 impl fmt::Debug for SightingIndex<'_> {
@@ -677,24 +680,34 @@ impl<'a> SightingIndex<'a> {
     pub fn memory_bytes(&self) -> usize {
         self.parts
             .iter()
-            .map(|p| p.index.memory_bytes() + (p.rows.len() + p.by_window.len()) * 4)
+            .map(|p| {
+                p.index.memory_bytes()
+                    + (p.rows.len() + p.by_window.len()) * 4
+                    + p.windows.len() * std::mem::size_of::<(u64, u32)>()
+            })
             .sum()
     }
 
     /// Sighting rows of `venue` with window start `start`, in row order.
     fn rows_in_window(&self, venue: u32, start: u32) -> impl Iterator<Item = u32> + '_ {
         let day = start / INTERVALS_PER_DAY;
-        let key = |row: &u32| {
-            let s = &self.sightings[*row as usize];
-            (s.venue, s.window_start.0)
-        };
+        let key = window_key(venue, start);
         self.parts
             .iter()
             .filter(move |p| p.day == day)
             .flat_map(move |p| {
-                let from = p.by_window.partition_point(|r| key(r) < (venue, start));
-                let to = p.by_window.partition_point(|r| key(r) <= (venue, start));
-                p.by_window[from..to].iter().copied()
+                let rows: &[u32] = match p.windows.binary_search_by_key(&key, |w| w.0) {
+                    Ok(i) => {
+                        let from = p.windows[i].1 as usize;
+                        let to = p
+                            .windows
+                            .get(i + 1)
+                            .map_or(p.by_window.len(), |w| w.1 as usize);
+                        &p.by_window[from..to]
+                    }
+                    Err(_) => &[],
+                };
+                rows.iter().copied()
             })
     }
 
@@ -742,16 +755,20 @@ impl<'a> SightingIndex<'a> {
 
         let threads = threads.clamp(1, plans.len().div_ceil(BATCH_KEYS).max(1));
         let chunks: Vec<&[KeyPlan]> = plans.chunks(plans.len().div_ceil(threads).max(1)).collect();
+        let t0 = std::time::Instant::now();
         let outs = parallel_map(&chunks, threads, |chunk| {
             self.run_chunk(chunk, keys, config)
         });
+        eprintln!("PROFILE chunks {:?}", t0.elapsed());
 
         let mut events = Vec::new();
-        let mut matched_rows = Vec::new();
+        let mut matched = RowSet::new(self.sightings.len());
         for out in outs {
             stats.add(&out.stats);
             events.extend(out.events);
-            matched_rows.extend(out.hit_rows);
+            for row in out.hit_rows {
+                matched.insert(row);
+            }
         }
         // Stable: equal keys (duplicate key ids) keep the deterministic plan order.
         events.sort_by(|a, b| {
@@ -762,9 +779,9 @@ impl<'a> SightingIndex<'a> {
                 b.end_unix_s,
             ))
         });
-        matched_rows.sort_unstable();
-        matched_rows.dedup();
-        let venue_hours = self.venue_hours(&events, &matched_rows, config);
+        eprintln!("PROFILE merged {:?}", t0.elapsed());
+        let venue_hours = self.venue_hours(&events, &matched, config, threads);
+        eprintln!("PROFILE hours {:?}", t0.elapsed());
         MatchReport {
             events,
             venue_hours,
@@ -848,9 +865,7 @@ impl<'a> SightingIndex<'a> {
 
         hits.sort_unstable_by_key(|h| (h.plan, h.row, h.interval));
         let mut events = Vec::new();
-        let mut hit_rows: Vec<u32> = hits.iter().map(|h| h.row).collect();
-        hit_rows.sort_unstable();
-        hit_rows.dedup();
+        let hit_rows: Vec<u32> = hits.iter().map(|h| h.row).collect();
         let mut rest = &hits[..];
         while let Some(first) = rest.first() {
             let n = rest.partition_point(|h| h.plan == first.plan);
@@ -1038,43 +1053,33 @@ impl<'a> SightingIndex<'a> {
     fn venue_hours(
         &self,
         events: &[ExposureEvent],
-        matched_rows: &[u32],
+        matched: &RowSet,
         config: &RiskConfig,
+        threads: usize,
     ) -> Vec<VenueHour> {
-        #[derive(Default)]
-        struct Acc {
-            events: u32,
-            keys: BTreeSet<u64>,
-            max_score: f64,
-            total_score: f64,
-            co_rpis: u32,
-            co_rpi_minutes: u32,
-        }
-        let mut hours: BTreeMap<(u32, u64), Acc> = BTreeMap::new();
-        // (venue, minute) of every scan instance: the exposure minutes.
-        let mut exposure: Vec<(u32, u64)> = Vec::new();
-        for e in events {
-            for scan in &e.scan_instances {
-                let minute = (scan.minute_unix_s / 60) as u64;
-                exposure.push((e.venue, minute));
-                hours
-                    .entry((e.venue, minute / 60))
-                    .or_default()
-                    .keys
-                    .insert(e.key_id);
-            }
-            let acc = hours
-                .entry((e.venue, (e.start_unix_s / 3600) as u64))
-                .or_default();
-            acc.events += 1;
-            acc.max_score = acc.max_score.max(e.score);
-            acc.total_score += e.score;
-        }
-        exposure.sort_unstable();
+        // (venue, minute, key) of every scan instance; its (venue, minute)s are the exposure
+        // minutes and its (venue, hour, key)s the keys per hour. Sorted vectors rather than maps:
+        // a run can have 1e5 events.
+        let mut heard_keys: Vec<(u32, u64, u64)> = events
+            .iter()
+            .flat_map(|e| {
+                e.scan_instances
+                    .iter()
+                    .map(move |s| (e.venue, (s.minute_unix_s / 60) as u64, e.key_id))
+            })
+            .collect();
+        heard_keys.sort_unstable();
+        heard_keys.dedup();
+        let mut exposure: Vec<(u32, u64)> = heard_keys.iter().map(|&(v, m, _)| (v, m)).collect();
         exposure.dedup();
+        let mut hour_keys: Vec<(u32, u64, u64)> =
+            heard_keys.iter().map(|&(v, m, k)| (v, m / 60, k)).collect();
+        hour_keys.sort_unstable();
+        hour_keys.dedup();
 
+        let t1 = std::time::Instant::now();
         // Co-presence: other RPIs heard in exposure minutes, found through the windows that
-        // can hold those minutes.
+        // can hold those minutes; (venue, hour, rpi, minute), spread over the threads.
         let mut windows: Vec<(u32, u32)> = Vec::new();
         for &(venue, minute) in &exposure {
             let enin = (minute / 10) as u32;
@@ -1083,58 +1088,85 @@ impl<'a> SightingIndex<'a> {
         }
         windows.sort_unstable();
         windows.dedup();
-        let mut heard: Vec<(u32, u64, Rpi, u64)> = Vec::new(); // (venue, hour, rpi, minute)
-        for &(venue, start) in &windows {
-            for row in self.rows_in_window(venue, start) {
-                if matched_rows.binary_search(&row).is_ok() {
-                    continue;
-                }
-                let s = &self.sightings[row as usize];
-                for m in &s.minutes {
-                    let minute = u64::from(start) * 10 + u64::from(m.minute);
-                    if exposure.binary_search(&(venue, minute)).is_ok() {
-                        heard.push((venue, minute / 60, s.rpi, minute));
+        let per_thread = windows.len().div_ceil(threads.max(1)).max(1);
+        let chunks: Vec<&[(u32, u32)]> = windows.chunks(per_thread).collect();
+        let mut heard: Vec<(u32, u64, Rpi, u64)> = parallel_map(&chunks, threads, |chunk| {
+            let mut heard = Vec::new();
+            for &(venue, start) in *chunk {
+                // The exposure minutes this window can hold: a handful, searched per minute.
+                let first = u64::from(start) * 10;
+                let end = first + u64::from(self.max_span_intervals) * 10;
+                let from = exposure.partition_point(|&x| x < (venue, first));
+                let to = exposure.partition_point(|&x| x < (venue, end));
+                let here = &exposure[from..to];
+                for row in self.rows_in_window(venue, start) {
+                    if matched.contains(row) {
+                        continue;
+                    }
+                    let s = &self.sightings[row as usize];
+                    for m in &s.minutes {
+                        let minute = first + u64::from(m.minute);
+                        if here.binary_search(&(venue, minute)).is_ok() {
+                            heard.push((venue, minute / 60, s.rpi, minute));
+                        }
                     }
                 }
             }
-        }
+            heard
+        })
+        .concat();
+        eprintln!("PROFILE co-presence scan {:?} ({} windows, {} heard)", t1.elapsed(), windows.len(), heard.len());
         heard.sort_unstable();
         heard.dedup();
-        let mut rest = &heard[..];
-        while let Some(&(venue, hour, _, _)) = rest.first() {
-            let n = rest.partition_point(|h| (h.0, h.1) == (venue, hour));
-            let acc = hours.entry((venue, hour)).or_default();
-            acc.co_rpi_minutes = n as u32;
-            acc.co_rpis = rest[..n]
-                .windows(2)
-                .filter(|pair| pair[0].2 != pair[1].2)
-                .count() as u32
-                + 1;
-            rest = &rest[n..];
-        }
+        eprintln!("PROFILE co-presence sorted {:?}", t1.elapsed());
 
+        // Walk the hours (those of the exposure minutes; every event starts in one).
         let per_rpi = 1.0 / (config.co_presence_rotation_minutes.max(f64::MIN_POSITIVE) + 1.0);
-        hours
-            .into_iter()
-            .map(|((venue, hour), acc)| {
-                let first = exposure.partition_point(|&(v, m)| (v, m) < (venue, hour * 60));
-                let last = exposure.partition_point(|&(v, m)| (v, m) < (venue, hour * 60 + 60));
-                let estimate = f64::from(acc.co_rpis) - f64::from(acc.co_rpi_minutes) * per_rpi;
-                VenueHour {
-                    venue,
-                    hour_start_unix_s: (hour * 3600) as i64,
-                    exposure_events: acc.events,
-                    infectious_keys: acc.keys.len() as u32,
-                    exposure_minutes: (last - first) as u32,
-                    max_score: acc.max_score,
-                    total_score: acc.total_score,
-                    co_present_rpis: acc.co_rpis,
-                    co_present_rpi_minutes: acc.co_rpi_minutes,
-                    co_present_visitors: (estimate.round() as u32)
-                        .clamp(acc.co_rpis.min(1), acc.co_rpis),
-                }
-            })
-            .collect()
+        let mut out = Vec::new();
+        let (mut xi, mut ki, mut ei, mut hi) = (0, 0, 0, 0);
+        while let Some(&(venue, first_minute)) = exposure.get(xi) {
+            let hour = first_minute / 60;
+            let run = |from: usize, len: usize, same: &dyn Fn(usize) -> bool| {
+                (from..len).take_while(|&i| same(i)).count()
+            };
+            let minutes = run(xi, exposure.len(), &|i| {
+                (exposure[i].0, exposure[i].1 / 60) == (venue, hour)
+            });
+            let keys = run(ki, hour_keys.len(), &|i| {
+                (hour_keys[i].0, hour_keys[i].1) == (venue, hour)
+            });
+            let starting = run(ei, events.len(), &|i| {
+                (events[i].venue, (events[i].start_unix_s / 3600) as u64) == (venue, hour)
+            });
+            let co = run(hi, heard.len(), &|i| {
+                (heard[i].0, heard[i].1) == (venue, hour)
+            });
+            let scores = events[ei..ei + starting].iter().map(|e| e.score);
+            let co_rpis = if co == 0 {
+                0
+            } else {
+                heard[hi..hi + co]
+                    .windows(2)
+                    .filter(|pair| pair[0].2 != pair[1].2)
+                    .count() as u32
+                    + 1
+            };
+            let estimate = f64::from(co_rpis) - co as f64 * per_rpi;
+            out.push(VenueHour {
+                venue,
+                hour_start_unix_s: (hour * 3600) as i64,
+                exposure_events: starting as u32,
+                infectious_keys: keys as u32,
+                exposure_minutes: minutes as u32,
+                max_score: scores.clone().fold(0.0, f64::max),
+                total_score: scores.sum(),
+                co_present_rpis: co_rpis,
+                co_present_rpi_minutes: co as u32,
+                co_present_visitors: (estimate.round() as u32).clamp(co_rpis.min(1), co_rpis),
+            });
+            (xi, ki, ei, hi) = (xi + minutes, ki + keys, ei + starting, hi + co);
+        }
+        out
     }
 }
 
@@ -1149,17 +1181,21 @@ impl Part {
             let s = &sightings[row as usize];
             obs_lo = obs_lo.min(s.window_start.0);
             obs_hi = obs_hi.max(s.window_start.0.saturating_add(span_intervals(s) - 1));
-            keyed.push((
-                (u64::from(s.venue) << 32) | u64::from(s.window_start.0),
-                row,
-            ));
+            keyed.push((window_key(s.venue, s.window_start.0), row));
         }
         keyed.sort_unstable();
+        let mut windows: Vec<(u64, u32)> = Vec::new();
+        for (i, &(key, _)) in keyed.iter().enumerate() {
+            if windows.last().is_none_or(|w| w.0 != key) {
+                windows.push((key, i as u32));
+            }
+        }
         Part {
             day,
             obs_lo,
             obs_hi,
             by_window: keyed.into_iter().map(|(_, row)| row).collect(),
+            windows,
             rows,
             index,
         }
@@ -1215,6 +1251,32 @@ struct ChunkOut {
     events: Vec<ExposureEvent>,
     hit_rows: Vec<u32>,
     stats: MatchStats,
+}
+
+/// A set of sighting rows (those any key matched), one bit each.
+struct RowSet(Vec<u64>);
+
+impl RowSet {
+    fn new(rows: usize) -> Self {
+        Self(vec![0; rows.div_ceil(64)])
+    }
+
+    fn insert(&mut self, row: u32) {
+        if let Some(word) = self.0.get_mut(row as usize / 64) {
+            *word |= 1 << (row % 64);
+        }
+    }
+
+    fn contains(&self, row: u32) -> bool {
+        self.0
+            .get(row as usize / 64)
+            .is_some_and(|word| word & (1 << (row % 64)) != 0)
+    }
+}
+
+/// The (venue, window start) ordering key.
+fn window_key(venue: u32, start: u32) -> u64 {
+    (u64::from(venue) << 32) | u64::from(start)
 }
 
 /// `num / den` rounded half up, as an attenuation (`den` 0 gives 0).

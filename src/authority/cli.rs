@@ -189,8 +189,17 @@ pub enum VenuesCommand {
 /// `batches` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BatchesCommand {
-    /// Batches refused by ingest, newest first, with the reason.
-    Quarantine {
+    /// Batches refused by ingest.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+/// `batches quarantine` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// Refused batches, newest first, with the reason (their hash and size; the bytes are not
+    /// kept).
+    List {
         /// How many to show.
         #[arg(long, default_value_t = 50)]
         limit: usize,

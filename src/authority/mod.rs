@@ -110,11 +110,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CommandError> {
         }
         Command::Gateways(command) => gateways(command, out)?,
         Command::Venues(command) => venues(command, out)?,
-        Command::Batches(cli::BatchesCommand::Quarantine {
+        Command::Batches(cli::BatchesCommand::Quarantine(cli::QuarantineCommand::List {
             limit,
             format,
             store,
-        }) => {
+        })) => {
             let db = open(&store)?;
             registry::quarantine_list(&db, limit, format, out)
                 .map_err(service::ServiceError::from)?;
