@@ -585,8 +585,10 @@ pub fn match_keys(
 // ---------------------------------------------------------------------------------------------
 // The sighting index.
 
-/// The stored sightings indexed for matching: per UTC day of their windows, an [`RpiIndex`] over their RPIs and their rows ordered by (venue, window start) for
-/// the co-presence counts. Borrows the sightings, so it cannot be used with others.
+/// The stored sightings indexed for matching: per UTC day of their windows, an [`RpiIndex`]
+/// over their RPIs and their rows ordered by (venue, window start) for the co-presence counts.
+/// Borrows the sightings, so it cannot be used with others. Build it once per set of stored
+/// sightings (e.g. per day as that day's batches complete) and match any number of key sets.
 pub struct SightingIndex<'a> {
     sightings: &'a [VenueSighting],
     parts: Vec<Part>,
@@ -688,29 +690,6 @@ impl<'a> SightingIndex<'a> {
             .sum()
     }
 
-    /// Sighting rows of `venue` with window start `start`, in row order.
-    fn rows_in_window(&self, venue: u32, start: u32) -> impl Iterator<Item = u32> + '_ {
-        let day = start / INTERVALS_PER_DAY;
-        let key = window_key(venue, start);
-        self.parts
-            .iter()
-            .filter(move |p| p.day == day)
-            .flat_map(move |p| {
-                let rows: &[u32] = match p.windows.binary_search_by_key(&key, |w| w.0) {
-                    Ok(i) => {
-                        let from = p.windows[i].1 as usize;
-                        let to = p
-                            .windows
-                            .get(i + 1)
-                            .map_or(p.by_window.len(), |w| w.1 as usize);
-                        &p.by_window[from..to]
-                    }
-                    Err(_) => &[],
-                };
-                rows.iter().copied()
-            })
-    }
-
     /// Matches `keys` against the indexed sightings on up to `threads` threads. See the module
     /// documentation for what happens.
     pub fn match_keys(
@@ -751,15 +730,13 @@ impl<'a> SightingIndex<'a> {
             });
         }
         // Rolling-start order: consecutive keys probe the same parts, which stay in cache.
-        plans.sort_by_key(|p| (p.first, p.key));
+        plans.sort_unstable_by_key(|p| (p.first, p.key));
 
         let threads = threads.clamp(1, plans.len().div_ceil(BATCH_KEYS).max(1));
         let chunks: Vec<&[KeyPlan]> = plans.chunks(plans.len().div_ceil(threads).max(1)).collect();
-        let t0 = std::time::Instant::now();
         let outs = parallel_map(&chunks, threads, |chunk| {
             self.run_chunk(chunk, keys, config)
         });
-        eprintln!("PROFILE chunks {:?}", t0.elapsed());
 
         let mut events = Vec::new();
         let mut matched = RowSet::new(self.sightings.len());
@@ -770,18 +747,17 @@ impl<'a> SightingIndex<'a> {
                 matched.insert(row);
             }
         }
-        // Stable: equal keys (duplicate key ids) keep the deterministic plan order.
-        events.sort_by(|a, b| {
-            (a.venue, a.start_unix_s, a.key_id, a.end_unix_s).cmp(&(
-                b.venue,
-                b.start_unix_s,
-                b.key_id,
-                b.end_unix_s,
-            ))
-        });
-        eprintln!("PROFILE merged {:?}", t0.elapsed());
+        // By (venue, start, key id, end), ties (duplicate key ids) in the deterministic plan
+        // order: sort small keys, then move each event once.
+        let mut order: Vec<(u32, i64, u64, i64, usize)> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.venue, e.start_unix_s, e.key_id, e.end_unix_s, i))
+            .collect();
+        order.sort_unstable();
+        let mut slots: Vec<Option<ExposureEvent>> = events.into_iter().map(Some).collect();
+        let events: Vec<ExposureEvent> = order.iter().filter_map(|o| slots[o.4].take()).collect();
         let venue_hours = self.venue_hours(&events, &matched, config, threads);
-        eprintln!("PROFILE hours {:?}", t0.elapsed());
         MatchReport {
             events,
             venue_hours,
@@ -864,8 +840,12 @@ impl<'a> SightingIndex<'a> {
         }
 
         hits.sort_unstable_by_key(|h| (h.plan, h.row, h.interval));
-        let mut events = Vec::new();
-        let hit_rows: Vec<u32> = hits.iter().map(|h| h.row).collect();
+        let mut out = ChunkOut {
+            events: Vec::new(),
+            hit_rows: hits.iter().map(|h| h.row).collect(),
+            stats,
+        };
+        let mut scratch = Scratch::default();
         let mut rest = &hits[..];
         while let Some(first) = rest.first() {
             let n = rest.partition_point(|h| h.plan == first.plan);
@@ -875,16 +855,12 @@ impl<'a> SightingIndex<'a> {
                 &keys[plan.key],
                 &rest[..n],
                 config,
-                &mut stats,
-                &mut events,
+                &mut scratch,
+                &mut out,
             );
             rest = &rest[n..];
         }
-        ChunkOut {
-            events,
-            hit_rows,
-            stats,
-        }
+        out
     }
 
     /// Steps 2–6 for one key and its hits (sorted by row).
@@ -894,12 +870,16 @@ impl<'a> SightingIndex<'a> {
         key: &MatchKey,
         hits: &[Hit],
         config: &RiskConfig,
-        stats: &mut MatchStats,
-        events: &mut Vec<ExposureEvent>,
+        scratch: &mut Scratch,
+        out: &mut ChunkOut,
     ) {
+        let ChunkOut { events, stats, .. } = out;
+        let Scratch { obs, kept, minutes } = scratch;
+        obs.clear();
+        kept.clear();
+        minutes.clear();
         let aemk = key.key.tek.aemk();
         let tol = i64::from(config.tolerance_intervals);
-        let mut obs: Vec<Obs> = Vec::new();
         for hit in hits {
             let s = &self.sightings[hit.row as usize];
             let in_tolerance = |m: &MinuteRssi| {
@@ -935,9 +915,8 @@ impl<'a> SightingIndex<'a> {
         }
 
         // Replay cut, per (venue, RPI); an RPI is one interval of this key.
-        obs.sort_by_key(|o| (o.venue, o.interval, o.minute));
+        obs.sort_unstable_by_key(Obs::order);
         let max_run = u64::from(config.max_rpi_run_minutes);
-        let mut kept = Vec::with_capacity(obs.len());
         let mut rest = &obs[..];
         while let Some(first) = rest.first() {
             let n =
@@ -952,10 +931,12 @@ impl<'a> SightingIndex<'a> {
         }
 
         // One observation per (venue, minute): RPIs (around a rotation) and gateways merged.
-        kept.sort_by_key(|o| (o.venue, o.minute, o.interval));
-        let mut minutes: Vec<Obs> = Vec::with_capacity(kept.len());
+        kept.sort_unstable_by_key(|o| {
+            let (venue, interval, minute, rest) = o.order();
+            (venue, minute, interval, rest)
+        });
         let mut weighted_typical = 0u64;
-        for o in kept {
+        for &o in kept.iter() {
             match minutes.last_mut() {
                 Some(last) if (last.venue, last.minute) == (o.venue, o.minute) => {
                     weighted_typical += u64::from(o.typical) * u64::from(o.reports);
@@ -1057,116 +1038,156 @@ impl<'a> SightingIndex<'a> {
         config: &RiskConfig,
         threads: usize,
     ) -> Vec<VenueHour> {
-        // (venue, minute, key) of every scan instance; its (venue, minute)s are the exposure
-        // minutes and its (venue, hour, key)s the keys per hour. Sorted vectors rather than maps:
-        // a run can have 1e5 events.
-        let mut heard_keys: Vec<(u32, u64, u64)> = events
+        // Sorted vectors rather than maps: a run can have 1e5 events.
+        // The exposure minutes: (venue, minute) of every scan instance.
+        let mut exposure: Vec<(u32, u64)> = events
             .iter()
             .flat_map(|e| {
                 e.scan_instances
                     .iter()
-                    .map(move |s| (e.venue, (s.minute_unix_s / 60) as u64, e.key_id))
+                    .map(move |s| (e.venue, (s.minute_unix_s / 60) as u64))
             })
             .collect();
-        heard_keys.sort_unstable();
-        heard_keys.dedup();
-        let mut exposure: Vec<(u32, u64)> = heard_keys.iter().map(|&(v, m, _)| (v, m)).collect();
+        exposure.sort_unstable();
         exposure.dedup();
-        let mut hour_keys: Vec<(u32, u64, u64)> =
-            heard_keys.iter().map(|&(v, m, k)| (v, m / 60, k)).collect();
-        hour_keys.sort_unstable();
-        hour_keys.dedup();
-
-        let t1 = std::time::Instant::now();
-        // Co-presence: other RPIs heard in exposure minutes, found through the windows that
-        // can hold those minutes; (venue, hour, rpi, minute), spread over the threads.
-        let mut windows: Vec<(u32, u32)> = Vec::new();
-        for &(venue, minute) in &exposure {
-            let enin = (minute / 10) as u32;
-            let from = enin.saturating_sub(self.max_span_intervals - 1);
-            windows.extend((from..=enin).map(|start| (venue, start)));
-        }
-        windows.sort_unstable();
-        windows.dedup();
-        let per_thread = windows.len().div_ceil(threads.max(1)).max(1);
-        let chunks: Vec<&[(u32, u32)]> = windows.chunks(per_thread).collect();
-        let mut heard: Vec<(u32, u64, Rpi, u64)> = parallel_map(&chunks, threads, |chunk| {
-            let mut heard = Vec::new();
-            for &(venue, start) in *chunk {
-                // The exposure minutes this window can hold: a handful, searched per minute.
-                let first = u64::from(start) * 10;
-                let end = first + u64::from(self.max_span_intervals) * 10;
-                let from = exposure.partition_point(|&x| x < (venue, first));
-                let to = exposure.partition_point(|&x| x < (venue, end));
-                let here = &exposure[from..to];
-                for row in self.rows_in_window(venue, start) {
-                    if matched.contains(row) {
-                        continue;
-                    }
-                    let s = &self.sightings[row as usize];
-                    for m in &s.minutes {
-                        let minute = first + u64::from(m.minute);
-                        if here.binary_search(&(venue, minute)).is_ok() {
-                            heard.push((venue, minute / 60, s.rpi, minute));
-                        }
-                    }
+        // (venue, hour, key) of every hour each event has a scan instance in.
+        let mut hour_keys: Vec<(u32, u64, u64)> = Vec::new();
+        for e in events {
+            let mut last = None;
+            for s in &e.scan_instances {
+                let hour = (s.minute_unix_s / 3600) as u64;
+                if last != Some(hour) {
+                    hour_keys.push((e.venue, hour, e.key_id));
+                    last = Some(hour);
                 }
             }
-            heard
+        }
+        hour_keys.sort_unstable();
+        hour_keys.dedup();
+        // The venue hours: runs of exposure minutes, (venue, hour, from, to) in `exposure`.
+        let mut hours: Vec<(u32, u64, usize, usize)> = Vec::new();
+        let mut from = 0;
+        while let Some(&(venue, minute)) = exposure.get(from) {
+            let hour = minute / 60;
+            let to = from
+                + exposure[from..]
+                    .iter()
+                    .take_while(|&&(v, m)| (v, m / 60) == (venue, hour))
+                    .count();
+            hours.push((venue, hour, from, to));
+            from = to;
+        }
+
+        // Co-presence per venue hour, the hours spread over the threads: (RPIs, RPI-minutes).
+        let per_thread = hours.len().div_ceil(threads.max(1)).max(1);
+        let chunks: Vec<&[(u32, u64, usize, usize)]> = hours.chunks(per_thread).collect();
+        let co: Vec<(u32, u32)> = parallel_map(&chunks, threads, |chunk| {
+            let mut out = Vec::with_capacity(chunk.len());
+            let mut cursors = vec![0usize; self.parts.len()];
+            let mut starts: Vec<u32> = Vec::new();
+            let mut heard: Vec<(Rpi, u64)> = Vec::new();
+            for &(venue, _, from, to) in *chunk {
+                let here = &exposure[from..to];
+                // The windows that can hold these minutes.
+                starts.clear();
+                for &(_, minute) in here {
+                    let enin = (minute / 10) as u32;
+                    starts.extend(enin.saturating_sub(self.max_span_intervals - 1)..=enin);
+                }
+                starts.sort_unstable();
+                starts.dedup();
+                heard.clear();
+                for &start in &starts {
+                    self.window_rows(&mut cursors, venue, start, |row| {
+                        if matched.contains(row) {
+                            return;
+                        }
+                        let s = &self.sightings[row as usize];
+                        for m in &s.minutes {
+                            let minute = u64::from(start) * 10 + u64::from(m.minute);
+                            if here.binary_search(&(venue, minute)).is_ok() {
+                                heard.push((s.rpi, minute));
+                            }
+                        }
+                    });
+                }
+                heard.sort_unstable();
+                heard.dedup();
+                let rpis = heard.chunk_by(|a, b| a.0 == b.0).count();
+                out.push((rpis as u32, heard.len() as u32));
+            }
+            out
         })
         .concat();
-        eprintln!("PROFILE co-presence scan {:?} ({} windows, {} heard)", t1.elapsed(), windows.len(), heard.len());
-        heard.sort_unstable();
-        heard.dedup();
-        eprintln!("PROFILE co-presence sorted {:?}", t1.elapsed());
 
-        // Walk the hours (those of the exposure minutes; every event starts in one).
         let per_rpi = 1.0 / (config.co_presence_rotation_minutes.max(f64::MIN_POSITIVE) + 1.0);
-        let mut out = Vec::new();
-        let (mut xi, mut ki, mut ei, mut hi) = (0, 0, 0, 0);
-        while let Some(&(venue, first_minute)) = exposure.get(xi) {
-            let hour = first_minute / 60;
-            let run = |from: usize, len: usize, same: &dyn Fn(usize) -> bool| {
-                (from..len).take_while(|&i| same(i)).count()
+        let (mut ki, mut ei) = (0, 0);
+        hours
+            .iter()
+            .zip(co)
+            .map(|(&(venue, hour, from, to), (co_rpis, co_minutes))| {
+                let keys = hour_keys[ki..]
+                    .iter()
+                    .take_while(|k| (k.0, k.1) == (venue, hour))
+                    .count();
+                let starting = events[ei..]
+                    .iter()
+                    .take_while(|e| (e.venue, (e.start_unix_s / 3600) as u64) == (venue, hour))
+                    .count();
+                let scores = events[ei..ei + starting].iter().map(|e| e.score);
+                (ki, ei) = (ki + keys, ei + starting);
+                let estimate = f64::from(co_rpis) - f64::from(co_minutes) * per_rpi;
+                VenueHour {
+                    venue,
+                    hour_start_unix_s: (hour * 3600) as i64,
+                    exposure_events: starting as u32,
+                    infectious_keys: keys as u32,
+                    exposure_minutes: (to - from) as u32,
+                    max_score: scores.clone().fold(0.0, f64::max),
+                    total_score: scores.sum(),
+                    co_present_rpis: co_rpis,
+                    co_present_rpi_minutes: co_minutes,
+                    co_present_visitors: (estimate.round() as u32).clamp(co_rpis.min(1), co_rpis),
+                }
+            })
+            .collect()
+    }
+
+    /// Calls `each` with the rows of `venue`'s window starting at `start`. `cursors` (one per
+    /// part, from 0) make increasing queries cheap; a query below the last one restarts the
+    /// search.
+    fn window_rows(
+        &self,
+        cursors: &mut [usize],
+        venue: u32,
+        start: u32,
+        mut each: impl FnMut(u32),
+    ) {
+        let key = window_key(venue, start);
+        let day = start / INTERVALS_PER_DAY;
+        for (part, at) in self.parts.iter().zip(cursors) {
+            if part.day != day {
+                continue;
+            }
+            // Valid while every window before the cursor is below `key`.
+            if *at > 0 && part.windows.get(*at - 1).is_some_and(|w| w.0 >= key) {
+                *at = 0;
+            }
+            *at = gallop(&part.windows, *at, |w| w.0 < key);
+            let Some(&(found, from)) = part.windows.get(*at) else {
+                continue;
             };
-            let minutes = run(xi, exposure.len(), &|i| {
-                (exposure[i].0, exposure[i].1 / 60) == (venue, hour)
-            });
-            let keys = run(ki, hour_keys.len(), &|i| {
-                (hour_keys[i].0, hour_keys[i].1) == (venue, hour)
-            });
-            let starting = run(ei, events.len(), &|i| {
-                (events[i].venue, (events[i].start_unix_s / 3600) as u64) == (venue, hour)
-            });
-            let co = run(hi, heard.len(), &|i| {
-                (heard[i].0, heard[i].1) == (venue, hour)
-            });
-            let scores = events[ei..ei + starting].iter().map(|e| e.score);
-            let co_rpis = if co == 0 {
-                0
-            } else {
-                heard[hi..hi + co]
-                    .windows(2)
-                    .filter(|pair| pair[0].2 != pair[1].2)
-                    .count() as u32
-                    + 1
-            };
-            let estimate = f64::from(co_rpis) - co as f64 * per_rpi;
-            out.push(VenueHour {
-                venue,
-                hour_start_unix_s: (hour * 3600) as i64,
-                exposure_events: starting as u32,
-                infectious_keys: keys as u32,
-                exposure_minutes: minutes as u32,
-                max_score: scores.clone().fold(0.0, f64::max),
-                total_score: scores.sum(),
-                co_present_rpis: co_rpis,
-                co_present_rpi_minutes: co as u32,
-                co_present_visitors: (estimate.round() as u32).clamp(co_rpis.min(1), co_rpis),
-            });
-            (xi, ki, ei, hi) = (xi + minutes, ki + keys, ei + starting, hi + co);
+            if found != key {
+                continue;
+            }
+            let to = part
+                .windows
+                .get(*at + 1)
+                .map_or(part.by_window.len(), |w| w.1 as usize);
+            for &row in &part.by_window[from as usize..to] {
+                each(row);
+            }
         }
-        out
     }
 }
 
@@ -1247,10 +1268,45 @@ struct Obs {
     tx: i8,
 }
 
+impl Obs {
+    /// A total order (venue, interval, minute first), so unstable sorts give one result
+    /// whatever the order the sightings came in.
+    fn order(&self) -> (u32, u32, u64, (u32, u8, u8, i8)) {
+        (
+            self.venue,
+            self.interval,
+            self.minute,
+            (self.reports, self.typical, self.min, self.tx),
+        )
+    }
+}
+
+/// Buffers [`SightingIndex::key_events`] reuses from key to key.
+#[derive(Default)]
+struct Scratch {
+    obs: Vec<Obs>,
+    kept: Vec<Obs>,
+    minutes: Vec<Obs>,
+}
+
 struct ChunkOut {
     events: Vec<ExposureEvent>,
     hit_rows: Vec<u32>,
     stats: MatchStats,
+}
+
+/// The first index at or after `from` where `before` is false, `before` being true on a prefix
+/// of `slice` that reaches at least `from`: exponential, then binary search, so cheap when the
+/// answer is near `from` (a forward cursor).
+fn gallop<T>(slice: &[T], from: usize, before: impl Fn(&T) -> bool) -> usize {
+    let (mut lo, mut hi, mut step) = (from, from, 1);
+    while hi < slice.len() && before(&slice[hi]) {
+        lo = hi + 1;
+        hi += step;
+        step *= 2;
+    }
+    let hi = hi.min(slice.len());
+    lo + slice[lo..hi].partition_point(before)
 }
 
 /// A set of sighting rows (those any key matched), one bit each.
@@ -1438,6 +1494,19 @@ mod tests {
             let out = parallel_map(&items, threads, |x| x * 2);
             assert_eq!(out, (0..100).map(|x| x * 2).collect::<Vec<_>>());
         }
+    }
+
+    /// Galloping from a cursor finds the same index as a binary search from the start.
+    #[test]
+    fn gallop_equals_partition_point() {
+        let values: Vec<u32> = (0..1000).map(|x| x * 3).collect();
+        for target in [0, 1, 3, 500, 2997, 2998, 5000] {
+            let expected = values.partition_point(|&v| v < target);
+            for from in [0, expected / 2, expected] {
+                assert_eq!(gallop(&values, from, |&v| v < target), expected);
+            }
+        }
+        assert_eq!(gallop(&[] as &[u32], 0, |_| true), 0);
     }
 
     /// Rounded division rounds half up and saturates at 255.

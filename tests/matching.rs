@@ -357,6 +357,23 @@ fn revoked_keys_and_bad_metadata() {
     assert_eq!(s.matched_sightings, 1);
 }
 
+/// A sighting matched by two keys (here the same TEK published twice under two ids, the only
+/// practical way to collide) is reported once for each; the venue hour counts both keys.
+#[test]
+fn a_sighting_matched_by_two_keys_is_reported_for_both() {
+    let t = tek(14);
+    let sightings = vec![sighting(t, TEN_AM, 1, ten_close_minutes())];
+    let report = match_keys(
+        &[day_key(1, t), day_key(2, t)],
+        &sightings,
+        &RiskConfig::default(),
+    );
+    let ids: Vec<u64> = report.events.iter().map(|e| e.key_id).collect();
+    assert_eq!(ids, [1, 2]);
+    assert_eq!(report.venue_hours[0].infectious_keys, 2);
+    assert_eq!(report.stats.matched_sightings, 2);
+}
+
 /// Report type and infectiousness weights scale the score as configured (10 immediate minutes
 /// = 600 s × 1.5 = 900 at 100 %); missing report types take the configured default; a key of
 /// infectiousness "none" is skipped; windows below the minimum score are dropped and counted.

@@ -201,84 +201,129 @@ pub async fn run(
             None => Transport::tls_with_default_config(),
         });
     }
-    let (client, mut eventloop) = AsyncClient::new(options, 256);
+    let (client, eventloop) = AsyncClient::new(options, 256);
     let filter = format!("$share/{share_group}/venuetrace/v1/gw/+/batch");
+    // The event loop runs in its own task and hands publishes over an unbounded channel, so it
+    // never stops polling: rumqttc services our requests (receipts, acks) only between the
+    // packets it reads, and a poller blocked on a full channel while we wait for request-queue
+    // space deadlocks (measured: a 2,000-batch burst stalled after ~130 batches). What can pile
+    // up is bounded by the broker's inflight window for this client (Mosquitto's
+    // max_inflight_messages, default 20): keep it bounded in production brokers.
+    let (incoming, mut publishes) = tokio::sync::mpsc::unbounded_channel();
+    let poller_stop = CancellationToken::new();
+    let poller = tokio::spawn(poll_events(
+        eventloop,
+        client.clone(),
+        filter,
+        format!("{}:{}", mqtt.host, mqtt.port),
+        incoming,
+        poller_stop.clone(),
+    ));
     let mut report = IngestReport::default();
-    let mut retry = Duration::from_millis(250);
     let authority = Arc::new(authority);
     loop {
-        let event = tokio::select! {
+        // A batch in hand is finished (stored, receipted, acknowledged) before shutdown is
+        // looked at again.
+        let publish = tokio::select! {
             () = shutdown.cancelled() => break,
+            publish = publishes.recv() => match publish {
+                Some(publish) => publish,
+                None => break,
+            },
+        };
+        let (store, authority) = (Arc::clone(&store), Arc::clone(&authority));
+        let topic = publish.topic.clone();
+        let payload = publish.payload.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut store = store
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            process(&mut store, &authority, &topic, &payload, now_ms(), &limits)
+        })
+        .await
+        .map_err(|e| IngestError::Internal(e.to_string()))?;
+        match outcome {
+            Ok(Outcome::Receipt {
+                batch_id,
+                new,
+                sightings,
+                topic,
+                payload,
+            }) => {
+                if new {
+                    report.stored += 1;
+                    info!(%batch_id, sightings, "stored batch");
+                } else {
+                    report.duplicates += 1;
+                    debug!(%batch_id, "batch already stored; receipting again");
+                }
+                // Receipt first, then the ack: if we die between them the broker redelivers
+                // and the gateway gets a duplicate receipt, never none.
+                if client
+                    .publish(topic, QoS::AtLeastOnce, false, payload)
+                    .await
+                    .is_ok()
+                {
+                    let _ = client.ack(&publish).await;
+                }
+            }
+            Ok(Outcome::Quarantined { batch_id, reason }) => {
+                report.quarantined += 1;
+                warn!(batch_id = batch_id.as_deref().unwrap_or("?"), topic = %publish.topic, %reason, "batch quarantined");
+                let _ = client.ack(&publish).await;
+            }
+            Err(e) => {
+                // Not acknowledged: the broker redelivers after a reconnect.
+                warn!(error = %crate::exit::describe(&e), "store failed; batch left unacknowledged");
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+    // Let the poller send the disconnect, briefly.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    poller_stop.cancel();
+    let _ = poller.await;
+    Ok(report)
+}
+
+/// Polls the MQTT event loop until `stop`: subscribes on every (re)connection, forwards batch
+/// publishes, backs off while the broker is unreachable.
+async fn poll_events(
+    mut eventloop: rumqttc::EventLoop,
+    client: AsyncClient,
+    filter: String,
+    broker: String,
+    publishes: tokio::sync::mpsc::UnboundedSender<rumqttc::Publish>,
+    stop: CancellationToken,
+) {
+    let mut retry = Duration::from_millis(250);
+    loop {
+        let event = tokio::select! {
+            () = stop.cancelled() => break,
             event = eventloop.poll() => event,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 retry = Duration::from_millis(250);
-                info!(broker = %format!("{}:{}", mqtt.host, mqtt.port), subscription = %filter, "ingest connected");
+                info!(%broker, subscription = %filter, "ingest connected");
                 let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let (store, authority) = (Arc::clone(&store), Arc::clone(&authority));
-                let topic = publish.topic.clone();
-                let payload = publish.payload.clone();
-                let outcome = tokio::task::spawn_blocking(move || {
-                    let mut store = store
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    process(&mut store, &authority, &topic, &payload, now_ms(), &limits)
-                })
-                .await
-                .map_err(|e| IngestError::Internal(e.to_string()))?;
-                match outcome {
-                    Ok(Outcome::Receipt {
-                        batch_id,
-                        new,
-                        sightings,
-                        topic,
-                        payload,
-                    }) => {
-                        if new {
-                            report.stored += 1;
-                            info!(%batch_id, sightings, "stored batch");
-                        } else {
-                            report.duplicates += 1;
-                            debug!(%batch_id, "batch already stored; receipting again");
-                        }
-                        // Receipt first, then the ack: if we die between them the broker
-                        // redelivers and the gateway gets a duplicate receipt, never none.
-                        if client
-                            .publish(topic, QoS::AtLeastOnce, false, payload)
-                            .await
-                            .is_ok()
-                        {
-                            let _ = client.ack(&publish).await;
-                        }
-                    }
-                    Ok(Outcome::Quarantined { batch_id, reason }) => {
-                        report.quarantined += 1;
-                        warn!(batch_id = batch_id.as_deref().unwrap_or("?"), topic = %publish.topic, %reason, "batch quarantined");
-                        let _ = client.ack(&publish).await;
-                    }
-                    Err(e) => {
-                        // Not acknowledged: the broker redelivers after a reconnect.
-                        warn!(error = %crate::exit::describe(&e), "store failed; batch left unacknowledged");
-                    }
+                if publishes.send(publish).is_err() {
+                    break;
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                warn!(error = %e, "MQTT broker unreachable; retrying");
+                warn!(%broker, error = %e, "MQTT broker unreachable; retrying");
                 tokio::select! {
-                    () = shutdown.cancelled() => break,
+                    () = stop.cancelled() => break,
                     () = tokio::time::sleep(retry) => {}
                 }
                 retry = (retry * 2).min(Duration::from_secs(30));
             }
         }
     }
-    let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
-    Ok(report)
 }
 
 #[cfg(test)]

@@ -478,14 +478,28 @@ impl SqliteStore {
 
     /// All gateways, by id.
     pub fn gateways(&self) -> Result<Vec<Gateway>, StoreError> {
+        self.query_gateways("", &[])
+    }
+
+    /// The gateway `id`, if enrolled (revoked or not). One indexed lookup: ingest calls it for
+    /// every message.
+    pub fn gateway(&self, id: &str) -> Result<Option<Gateway>, StoreError> {
+        Ok(self.query_gateways("WHERE g.id = ?1", &[&id])?.pop())
+    }
+
+    fn query_gateways(
+        &self,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Gateway>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare_cached(&format!(
                 "SELECT g.id, v.name, g.public_key, g.label, g.calibration_db, g.enrolled_ms, g.revoked_ms
-                 FROM gateway g JOIN venue v ON v.id = g.venue_id ORDER BY g.id",
-            )
+                 FROM gateway g JOIN venue v ON v.id = g.venue_id {filter} ORDER BY g.id"
+            ))
             .map_err(self.err("list gateways"))?;
-        stmt.query_map([], |r| {
+        stmt.query_map(args, |r| {
             let key: Vec<u8> = r.get(2)?;
             let mut public_key = [0u8; 32];
             public_key.copy_from_slice(&key[..32.min(key.len())]);
@@ -501,11 +515,6 @@ impl SqliteStore {
         })
         .and_then(Iterator::collect)
         .map_err(self.err("list gateways"))
-    }
-
-    /// The gateway `id`, if enrolled (revoked or not).
-    pub fn gateway(&self, id: &str) -> Result<Option<Gateway>, StoreError> {
-        Ok(self.gateways()?.into_iter().find(|g| g.id == id))
     }
 
     /// Whether batch `batch_id` is stored.
