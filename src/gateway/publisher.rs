@@ -198,7 +198,7 @@ fn mqtt_options(settings: &MqttSettings, topics: &Topics) -> Result<MqttOptions,
 /// The running publisher: commands in, events out, and its task.
 pub type Publisher = (
     mpsc::Sender<PublisherCommand>,
-    mpsc::Receiver<PublisherEvent>,
+    mpsc::UnboundedReceiver<PublisherEvent>,
     tokio::task::JoinHandle<()>,
 );
 
@@ -214,8 +214,10 @@ pub fn spawn(
     let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
     // Commands: a window's batch at a time plus resend bursts; the daemon awaits capacity.
     let (cmd_tx, cmd_rx) = mpsc::channel(CLIENT_QUEUE);
-    // Events: receipts can arrive in bursts after an outage; the daemon drains them promptly.
-    let (event_tx, event_rx) = mpsc::channel(1024);
+    // Events: unbounded, so this task never blocks on the daemon while the daemon waits for
+    // room in the command channel (a cycle that would deadlock when a long outage ends with
+    // thousands of receipts). Each event is a few dozen bytes.
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
     let endpoint = format!("{}:{}", settings.host, settings.port);
     let handle = tokio::spawn(run(
         client, eventloop, topics, endpoint, cmd_rx, event_tx, cancel,
@@ -229,7 +231,7 @@ async fn run(
     topics: Topics,
     endpoint: String,
     mut commands: mpsc::Receiver<PublisherCommand>,
-    events: mpsc::Sender<PublisherEvent>,
+    events: mpsc::UnboundedSender<PublisherEvent>,
     cancel: CancellationToken,
 ) {
     let mut connected = false;
@@ -246,7 +248,7 @@ async fn run(
                             PublisherEvent::NotQueued { batch_id }
                         }
                     };
-                    let _ = events.send(event).await;
+                    let _ = events.send(event);
                 }
             },
             polled = eventloop.poll() => match polled {
@@ -258,16 +260,16 @@ async fn run(
                     // that lost its state.
                     let _ = client.try_subscribe(&topics.receipt, QoS::AtLeastOnce);
                     let _ = client.try_publish(&topics.status, QoS::AtLeastOnce, true, "online");
-                    let _ = events.send(PublisherEvent::Connected).await;
+                    let _ = events.send(PublisherEvent::Connected);
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == topics.receipt => {
-                    let _ = events.send(parse_receipt(&publish.payload)).await;
+                    let _ = events.send(parse_receipt(&publish.payload));
                 }
                 Ok(_) => {}
                 Err(e) => {
                     if connected || retry == Duration::from_millis(250) {
                         warn!(broker = %endpoint, error = %e, "MQTT broker unreachable; batches wait in the outbox");
-                        let _ = events.send(PublisherEvent::Disconnected { reason: e.to_string() }).await;
+                        let _ = events.send(PublisherEvent::Disconnected { reason: e.to_string() });
                     }
                     connected = false;
                     // Polling again reconnects; back off so a dead broker costs nothing.
