@@ -19,8 +19,12 @@
 //! - Printed after the runs: index build time, keys/s, derived-RPI lookups/s, and the
 //!   extrapolation to the target.
 //!
-//! Run: `cargo bench --bench matching` (~1 min; setup ~15 s). Sizes: `VENUETRACE_BENCH_KEYS`,
-//! `VENUETRACE_BENCH_SIGHTINGS`, `VENUETRACE_BENCH_DAYS`. Results: docs/performance.md.
+//! The printed summary takes the best of 8 rounds (other work on the machine only slows runs
+//! down); criterion's own figures include any such interference.
+//!
+//! Run: `cargo bench --bench matching` (~1 min after the build; setup ~10 s). Sizes:
+//! `VENUETRACE_BENCH_KEYS`, `VENUETRACE_BENCH_SIGHTINGS`, `VENUETRACE_BENCH_DAYS`. Results:
+//! docs/performance.md.
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;

@@ -64,6 +64,16 @@
 //! TX power is in their AEMs, which only their own (unpublished) keys decrypt, and an
 //! attenuation to the gateway says nothing about the distance to the infectious phone.
 //!
+//! # Cost
+//!
+//! `benches/matching.rs` (100 k keys, 10 M sightings over 2 days, 1 % of the derived RPIs
+//! stored; figures in docs/performance.md): the join runs at the index's speed, ~1 M keys/s
+//! on 2 threads (~160 M derived-RPI lookups/s); each matched sighting then costs ~1–1.5 µs
+//! (decrypt, windows, venue hour, co-presence). 3 M keys against 1e8 sightings extrapolate to
+//! ~3 s of join plus the per-match work: 8–10 s at that (heavy) 1 % match rate. Building the
+//! index is the slow part (sorting; ~2 s per 10 M sightings on 2 threads), so it is built once
+//! per set of sightings (a day part can be built when its day's batches are in), not per run.
+//!
 //! Privacy: no RPI, key or AEM appears in any output; events name a key by its store row id.
 //! Determinism: the same inputs give the same report, byte for byte, whatever the thread count.
 
@@ -169,10 +179,10 @@ pub struct RiskConfig {
     /// unused; 100 % like the others).
     pub report_type_weights: ReportTypeWeights,
     /// Report type of keys whose export gives none (or `UNKNOWN`, or a value this version does
-    /// not know); one of the four weighted types. Default `CONFIRMED_TEST` (an export signed
-    /// by the authority's key server; early servers published only test-confirmed keys, before
-    /// report types existed). ENX maps a missing report type to `SELF_REPORT`
-    /// (`reportTypeNoneMap` = 3); with the default weights both score the same.
+    /// not know); one of the four weighted types. Default `CONFIRMED_TEST` (the keys an
+    /// authority imports are those of cases its health service confirmed). ENX maps a missing
+    /// report type to `SELF_REPORT` (`reportTypeNoneMap` = 3); with the default weights both
+    /// score the same.
     #[serde(with = "report_type_name")]
     pub default_report_type: ReportType,
     /// Weight per infectiousness. Default ENX: standard 100 %, high 100 %.
@@ -256,7 +266,7 @@ impl Default for RiskConfig {
 /// One problem in a [`RiskConfig`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RiskConfigProblem {
-    /// The field's path, e.g. `attenuation_weights.near`.
+    /// The field's path, e.g. `report_type_weights.self_report`.
     pub key: &'static str,
     /// What is wrong with it.
     pub message: String,
