@@ -82,8 +82,10 @@ fn events() -> Vec<(u64, Vec<u8>)> {
 fn gateway_ingest(c: &mut Criterion) {
     let events = events();
     // Distinct phones among the GAEN events (every tenth event is an unrelated advert).
-    let phones: std::collections::HashSet<usize> =
-        (0..EVENTS).filter(|i| i % 10 != 9).map(|i| (i * 7919) % PHONES).collect();
+    let phones: std::collections::HashSet<usize> = (0..EVENTS)
+        .filter(|i| i % 10 != 9)
+        .map(|i| (i * 7919) % PHONES)
+        .collect();
     let mut group = c.benchmark_group("gateway_ingest");
     group.throughput(Throughput::Elements(EVENTS as u64));
     group.bench_function("hci_to_window", |b| {

@@ -10,7 +10,7 @@ use super::ingest::{self, IngestLimits, IngestReport};
 use super::registry::RegistryError;
 use super::store::{ExposureFilter, ExposureRow, SqliteStore, StoreError, VenueHourRow};
 use crate::exit::Exit;
-use crate::gateway::publisher::{MqttSettings, TlsSettings};
+use crate::gateway::publisher::MqttSettings;
 use crate::matching::{self, MatchKey, MatchStats, RiskConfig, VenueSighting};
 use crate::output::{ListFormat, Table};
 use crate::seal::{KeyFileError, KeyPair};
@@ -37,16 +37,8 @@ pub enum ServiceError {
     #[error(transparent)]
     Key(#[from] KeyFileError),
     /// A file the configuration names cannot be read.
-    #[error("cannot read {what} {path}")]
-    File {
-        /// What the file is for.
-        what: &'static str,
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] crate::gateway::publisher::SettingsFileError),
     /// A time argument is not understood.
     #[error(
         "{option} {value:?}: expected a date (2026-11-29) or a date and time (2026-11-29T14:00, optionally with an offset)"
@@ -87,7 +79,7 @@ impl ServiceError {
                 Exit::CantCreat
             }
             ServiceError::Key(_) => Exit::Config,
-            ServiceError::File { .. } => Exit::NoInput,
+            ServiceError::File(_) => Exit::NoInput,
             ServiceError::Time { .. } => Exit::Usage,
             ServiceError::Ingest(_) => Exit::Software,
             ServiceError::Runtime(_) | ServiceError::Internal(_) => Exit::Software,
@@ -370,55 +362,19 @@ pub fn keygen(path: &Path) -> Result<KeyPair, ServiceError> {
     Ok(keys)
 }
 
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ServiceError> {
-    std::fs::read(path).map_err(|source| ServiceError::File {
-        what,
-        path: path.display().to_string(),
-        source,
-    })
-}
-
 /// The broker settings of the configuration (reads TLS and password files).
 pub fn mqtt_settings(config: &AuthorityConfig) -> Result<MqttSettings, ServiceError> {
     let m = &config.mqtt;
-    let tls = match &m.tls {
-        None => None,
-        Some(t) => Some(TlsSettings {
-            ca_pem: t
-                .ca_file
-                .as_deref()
-                .map(|p| read("MQTT CA file", p))
-                .transpose()?,
-            client_auth: match &t.client_auth {
-                None => None,
-                Some(c) => Some((
-                    read("MQTT client certificate", &c.cert)?,
-                    read("MQTT client key", &c.key)?,
-                )),
-            },
-        }),
-    };
-    let password = match &m.password {
-        None => None,
-        Some(config::MqttPassword::Inline(secret)) => Some(secret.expose().to_owned()),
-        Some(config::MqttPassword::File(path)) => {
-            let bytes = read("MQTT password file", path)?;
-            Some(
-                String::from_utf8_lossy(&bytes)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_owned(),
-            )
-        }
-    };
+    let tls = crate::gateway::publisher::load_tls(m.tls.as_ref()).map_err(ServiceError::from)?;
+    let credentials =
+        crate::gateway::publisher::load_credentials(m.username.as_ref(), m.password.as_ref())
+            .map_err(ServiceError::from)?;
     Ok(MqttSettings {
         host: m.host.clone(),
         port: m.port,
         client_id: m.client_id.clone(),
         tls,
-        credentials: m
-            .username
-            .clone()
-            .map(|u| (u, password.unwrap_or_default())),
+        credentials,
         keep_alive: m.keep_alive,
         max_packet_bytes: config.ingest.max_batch_bytes + 1024,
     })

@@ -151,6 +151,73 @@ pub enum PublisherEvent {
     },
 }
 
+/// A file the MQTT settings name cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {what} {path}")]
+pub struct SettingsFileError {
+    /// What the file is for.
+    pub what: &'static str,
+    /// The file.
+    pub path: String,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn read_settings_file(
+    what: &'static str,
+    path: &std::path::Path,
+) -> Result<Vec<u8>, SettingsFileError> {
+    std::fs::read(path).map_err(|source| SettingsFileError {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Reads the TLS files a configuration names (CA, client certificate and key).
+pub fn load_tls(
+    tls: Option<&crate::config_schema::TlsSettings>,
+) -> Result<Option<TlsSettings>, SettingsFileError> {
+    let Some(t) = tls else { return Ok(None) };
+    Ok(Some(TlsSettings {
+        ca_pem: t
+            .ca_file
+            .as_deref()
+            .map(|p| read_settings_file("MQTT CA file", p))
+            .transpose()?,
+        client_auth: match &t.client_auth {
+            None => None,
+            Some(c) => Some((
+                read_settings_file("MQTT client certificate", &c.cert)?,
+                read_settings_file("MQTT client key", &c.key)?,
+            )),
+        },
+    }))
+}
+
+/// Username and password of a configuration (the password read from its file if so given).
+pub fn load_credentials(
+    username: Option<&String>,
+    password: Option<&crate::config_schema::MqttPassword>,
+) -> Result<Option<(String, String)>, SettingsFileError> {
+    let password = match password {
+        None => None,
+        Some(crate::config_schema::MqttPassword::Inline(secret)) => {
+            Some(secret.expose().to_owned())
+        }
+        Some(crate::config_schema::MqttPassword::File(path)) => {
+            let bytes = read_settings_file("MQTT password file", path)?;
+            Some(
+                String::from_utf8_lossy(&bytes)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+            )
+        }
+    };
+    Ok(username.cloned().map(|u| (u, password.unwrap_or_default())))
+}
+
 /// Setting up the client failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublisherError {

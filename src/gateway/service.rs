@@ -5,9 +5,9 @@
 //! Everything that needs a decision lives in the daemon and the pure modules; this file only
 //! resolves settings and wires the process to them.
 
-use super::config::{self, GatewayConfig, LogFormat, MqttPassword, ScanSource};
+use super::config::{self, GatewayConfig, LogFormat, ScanSource};
 use super::daemon::{self, DaemonSettings, RunReport, SourceSpec};
-use super::publisher::{MqttSettings, TlsSettings};
+use super::publisher::MqttSettings;
 use super::replay::{Pacing, ReplayOptions};
 use super::sim::SimOptions;
 use crate::aggregate::AggregatorConfig;
@@ -30,16 +30,8 @@ pub enum ServiceError {
     #[error(transparent)]
     Key(#[from] KeyFileError),
     /// A file the configuration names cannot be read.
-    #[error("cannot read {what} {path}")]
-    File {
-        /// What the file is for.
-        what: &'static str,
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] crate::gateway::publisher::SettingsFileError),
     /// The source asked for is not available in this build.
     #[error("{0}")]
     Unavailable(String),
@@ -59,7 +51,7 @@ impl ServiceError {
             ServiceError::Key(KeyFileError::Exists(_)) => Exit::CantCreat,
             ServiceError::Key(KeyFileError::Write { .. }) => Exit::CantCreat,
             ServiceError::Key(_) => Exit::Config,
-            ServiceError::File { .. } => Exit::NoInput,
+            ServiceError::File(_) => Exit::NoInput,
             ServiceError::Unavailable(_) => Exit::Unavailable,
             ServiceError::Daemon(daemon::DaemonError::Outbox(e)) => e.exit(),
             ServiceError::Daemon(daemon::DaemonError::Source(_)) => Exit::DataErr,
@@ -103,14 +95,6 @@ pub fn sim_start(now_unix_s: u64) -> u64 {
     today - 86_400 + 6 * 3_600
 }
 
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ServiceError> {
-    std::fs::read(path).map_err(|source| ServiceError::File {
-        what,
-        path: path.display().to_string(),
-        source,
-    })
-}
-
 /// Resolves the daemon's settings from the configuration (reads the key and TLS files).
 pub fn settings(
     config: &GatewayConfig,
@@ -119,35 +103,10 @@ pub fn settings(
 ) -> Result<DaemonSettings, ServiceError> {
     let keys = KeyPair::load(&config.gateway.private_key)?;
     let m = &config.mqtt;
-    let tls = match &m.tls {
-        None => None,
-        Some(t) => Some(TlsSettings {
-            ca_pem: t
-                .ca_file
-                .as_deref()
-                .map(|p| read("MQTT CA file", p))
-                .transpose()?,
-            client_auth: match &t.client_auth {
-                None => None,
-                Some(c) => Some((
-                    read("MQTT client certificate", &c.cert)?,
-                    read("MQTT client key", &c.key)?,
-                )),
-            },
-        }),
-    };
-    let password = match &m.password {
-        None => None,
-        Some(MqttPassword::Inline(secret)) => Some(secret.expose().to_owned()),
-        Some(MqttPassword::File(path)) => {
-            let bytes = read("MQTT password file", path)?;
-            Some(
-                String::from_utf8_lossy(&bytes)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_owned(),
-            )
-        }
-    };
+    let tls = crate::gateway::publisher::load_tls(m.tls.as_ref()).map_err(ServiceError::from)?;
+    let credentials =
+        crate::gateway::publisher::load_credentials(m.username.as_ref(), m.password.as_ref())
+            .map_err(ServiceError::from)?;
     let source = match source.unwrap_or(&config.scan.source) {
         ScanSource::Bluez => {
             return Err(ServiceError::Unavailable(
@@ -215,10 +174,7 @@ pub fn settings(
             port: m.port,
             client_id: m.client_id.clone(),
             tls,
-            credentials: m
-                .username
-                .clone()
-                .map(|u| (u, password.unwrap_or_default())),
+            credentials,
             keep_alive: m.keep_alive,
             max_packet_bytes: crate::seal::MAX_ENVELOPE_BYTES + 1024,
         },
