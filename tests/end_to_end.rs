@@ -305,6 +305,16 @@ fn simulated_city_exposures_match_ground_truth() {
     );
     let precision = (found.len() - extra.len()) as f64 / found.len() as f64;
     assert!(precision >= 0.95, "precision {precision}: extra {extra:?}");
+    // Incremental matching (what `keys import` did) gives exactly what a full recompute gives;
+    // a match with nothing new changes nothing.
+    let full = run(AUTH, &["match", "--full", "-c", c]);
+    assert!(full.starts_with("matched "), "{full}");
+    let after_full: serde_json::Value =
+        serde_json::from_str(&run(AUTH, &["exposures", "--format", "json", "-c", c]))
+            .expect("json");
+    assert_eq!(after_full, report, "incremental and full matching differ");
+    let nothing = run(AUTH, &["match", "-c", c]);
+    assert!(nothing.starts_with("matched 0 days"), "{nothing}");
     // CSV for spreadsheets, with the header.
     let csv = run(AUTH, &["exposures", "--format", "csv", "-c", c]);
     assert!(

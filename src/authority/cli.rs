@@ -48,9 +48,12 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Match every stored diagnosis key against the stored sightings and replace the exposure
-    /// results (deterministic; also done by `run` after new batches and by `keys import`).
+    /// Match diagnosis keys against sightings: the days touched by keys or batches added since
+    /// the last match (also done by `run` after new batches and by `keys import`), or all.
     Match {
+        /// Recompute every day instead of only what changed.
+        #[arg(long)]
+        full: bool,
         /// Store and configuration.
         #[command(flatten)]
         store: StoreArgs,

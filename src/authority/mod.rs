@@ -75,15 +75,16 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CommandError> {
                 service::load_config(&store.config, store.database.as_deref())?;
             service::run(&config, &database)?;
         }
-        Command::Match { store } => {
+        Command::Match { store, full } => {
             let (config, database) =
                 service::load_config(&store.config, store.database.as_deref())?;
             let mut db = service::open_store(&database)?;
-            let summary = service::match_store(&mut db, &service::risk_config(&config.matching))?;
+            let summary =
+                service::match_store(&mut db, &service::risk_config(&config.matching), full)?;
             writeln!(
                 out,
-                "matched {} keys against {} sightings: {} exposure events in {} venue-hours",
-                summary.keys, summary.sightings, summary.events, summary.venue_hours
+                "matched {} days ({} sightings read): {} exposure events in {} venue-hours",
+                summary.days, summary.sightings, summary.events, summary.venue_hours
             )
             .map_err(CommandError::Output)?;
         }
@@ -199,11 +200,12 @@ fn import(args: cli::ImportArgs, out: &mut dyn Write) -> Result<(), CommandError
     );
     // Match what was imported even when some files were rejected.
     if !args.no_match {
-        let summary = service::match_store(&mut db, &service::risk_config(&config.matching))?;
+        let summary =
+            service::match_store(&mut db, &service::risk_config(&config.matching), false)?;
         let _ = writeln!(
             std::io::stderr(),
-            "matched {} keys against {} sightings: {} exposure events in {} venue-hours",
-            summary.keys,
+            "matched {} days ({} sightings read): {} exposure events in {} venue-hours",
+            summary.days,
             summary.sightings,
             summary.events,
             summary.venue_hours

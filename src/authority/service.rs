@@ -161,105 +161,176 @@ pub fn risk_config(m: &MatchingSettings) -> RiskConfig {
 /// What a match run did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MatchSummary {
-    /// Keys matched.
+    /// Days recomputed.
+    pub days: usize,
+    /// Most keys matched for one day.
     pub keys: usize,
-    /// Sightings read.
+    /// Sightings read (summed over days; a sighting near a day boundary is read for both).
     pub sightings: usize,
     /// Exposure events stored.
     pub events: usize,
     /// Venue-hours with exposure.
     pub venue_hours: usize,
-    /// The core's counters.
+    /// The core's counters of the last day matched.
     pub stats: MatchStats,
 }
 
-/// Matches every stored key against the sightings they can match (their intervals ± the
-/// tolerance) and replaces the stored exposure results. Deterministic for a given store.
+const DAY_S: i64 = 86_400;
+const INTERVAL_S: i64 = 600;
+
+/// Matches what changed since the last run (or, with `full`, everything) and replaces the
+/// stored exposure results of the affected days.
+///
+/// The unit of work is a UTC day. A day is *dirty* when a key added or revised since the last
+/// run can reach it (its intervals ± the tolerance), or a batch stored since has a window in
+/// it (or in the first hour of the next day: an exposure window of up to 30 minutes that
+/// starts before midnight reads sightings after it). For each dirty day the core runs over
+/// every key that can reach the day and all sightings those keys can match, and the results
+/// starting in that day replace the stored ones. An event depends only on its key's sightings
+/// and a venue-hour only on the keys and sightings of its hour, so this gives exactly what a
+/// full run gives (a test compares the two); determinism holds for a given store.
 pub fn match_store(
     store: &mut SqliteStore,
     risk: &RiskConfig,
+    full: bool,
 ) -> Result<MatchSummary, ServiceError> {
+    let changes = store.changes_since_match()?;
     let keys = store.keys()?;
-    if keys.is_empty() {
+    let tolerance = i64::from(risk.tolerance_intervals) * INTERVAL_S;
+    // Each key's reach, Unix seconds: its intervals widened by the tolerance.
+    let reach = |k: &super::store::StoredKey| {
+        let start = i64::from(k.key.rolling_start.0) * INTERVAL_S;
+        (
+            start - tolerance,
+            start + i64::from(k.key.rolling_period.get()) * INTERVAL_S + tolerance,
+        )
+    };
+    let mut days = std::collections::BTreeSet::new();
+    let add_span = |from: i64, to: i64, days: &mut std::collections::BTreeSet<i64>| {
+        let mut day = from.div_euclid(DAY_S);
+        while day * DAY_S < to {
+            days.insert(day);
+            day += 1;
+        }
+    };
+    if full {
         store.replace_exposures(&[], &[])?;
-        return Ok(MatchSummary::default());
+        for k in &keys {
+            let (from, to) = reach(k);
+            add_span(from, to, &mut days);
+        }
+    } else {
+        for &(start, period) in &changes.key_ranges {
+            let start = i64::from(start) * INTERVAL_S;
+            add_span(
+                start - tolerance,
+                start + i64::from(period) * INTERVAL_S + tolerance,
+                &mut days,
+            );
+        }
+        for &window in &changes.windows {
+            let t = i64::from(window) * INTERVAL_S;
+            days.insert(t.div_euclid(DAY_S));
+            if t.rem_euclid(DAY_S) < 3600 {
+                days.insert(t.div_euclid(DAY_S) - 1);
+            }
+        }
     }
-    let tolerance = risk.tolerance_intervals;
-    let from = keys
-        .iter()
-        .map(|k| k.key.rolling_start.0)
+    let mut summary = MatchSummary::default();
+    for day in days {
+        let (day_from, day_to) = (day * DAY_S, (day + 1) * DAY_S);
+        let day_keys: Vec<MatchKey> = keys
+            .iter()
+            .filter(|k| {
+                let (from, to) = reach(k);
+                from < day_to + 3600 && to > day_from
+            })
+            .map(|k| MatchKey {
+                id: k.id,
+                key: k.key.clone(),
+            })
+            .collect();
+        if day_keys.is_empty() {
+            store.replace_exposures_between(day_from, day_to, &[], &[])?;
+            continue;
+        }
+        let from = keys_from(&day_keys, tolerance);
+        let to = keys_to(&day_keys, tolerance);
+        let sightings: Vec<VenueSighting> = store
+            .sightings(
+                crate::crypto::Enin(from.div_euclid(INTERVAL_S).max(0) as u32),
+                crate::crypto::Enin((to.div_euclid(INTERVAL_S) + 1).max(0) as u32),
+            )?
+            .into_iter()
+            .map(|s| VenueSighting {
+                venue: s.venue,
+                window_start: s.window_start,
+                window_minutes: s.window_minutes,
+                rpi: s.rpi,
+                aem: s.aem,
+                rssi_calibration_db: s.rssi_calibration_db,
+                minutes: s.minutes,
+            })
+            .collect();
+        let report = matching::match_keys(&day_keys, &sightings, risk);
+        let events: Vec<ExposureRow> = report
+            .events
+            .iter()
+            .filter(|e| (day_from..day_to).contains(&e.start_unix_s))
+            .map(|e| ExposureRow {
+                key_id: e.key_id,
+                venue: e.venue,
+                start_s: e.start_unix_s,
+                end_s: e.end_unix_s,
+                score: e.score,
+                min_attenuation_db: e.min_attenuation_db,
+                typical_attenuation_db: e.typical_attenuation_db,
+                minutes_by_bucket: e.minutes_by_bucket,
+                report_type: e.report_type.to_i32(),
+            })
+            .collect();
+        let hours: Vec<VenueHourRow> = report
+            .venue_hours
+            .iter()
+            .filter(|h| (day_from..day_to).contains(&h.hour_start_unix_s))
+            .map(|h| VenueHourRow {
+                venue: h.venue,
+                hour_start_s: h.hour_start_unix_s,
+                exposure_events: h.exposure_events,
+                infectious_keys: h.infectious_keys,
+                exposure_minutes: h.exposure_minutes,
+                max_score: h.max_score,
+                total_score: h.total_score,
+                co_present: h.co_present_visitors,
+            })
+            .collect();
+        store.replace_exposures_between(day_from, day_to, &events, &hours)?;
+        summary.days += 1;
+        summary.keys = summary.keys.max(day_keys.len());
+        summary.sightings += sightings.len();
+        summary.events += events.len();
+        summary.venue_hours += hours.len();
+        summary.stats = report.stats;
+    }
+    store.set_matched(changes.watermark)?;
+    Ok(summary)
+}
+
+fn keys_from(keys: &[MatchKey], tolerance: i64) -> i64 {
+    keys.iter()
+        .map(|k| i64::from(k.key.rolling_start.0) * INTERVAL_S - tolerance)
         .min()
         .unwrap_or(0)
-        .saturating_sub(tolerance);
-    let to = keys
-        .iter()
+}
+
+fn keys_to(keys: &[MatchKey], tolerance: i64) -> i64 {
+    keys.iter()
         .map(|k| {
-            k.key
-                .rolling_start
-                .0
-                .saturating_add(k.key.rolling_period.get())
+            (i64::from(k.key.rolling_start.0) + i64::from(k.key.rolling_period.get())) * INTERVAL_S
+                + tolerance
         })
         .max()
         .unwrap_or(0)
-        .saturating_add(tolerance + 1);
-    let sightings: Vec<VenueSighting> = store
-        .sightings(crate::crypto::Enin(from), crate::crypto::Enin(to))?
-        .into_iter()
-        .map(|s| VenueSighting {
-            venue: s.venue,
-            window_start: s.window_start,
-            window_minutes: s.window_minutes,
-            rpi: s.rpi,
-            aem: s.aem,
-            rssi_calibration_db: s.rssi_calibration_db,
-            minutes: s.minutes,
-        })
-        .collect();
-    let match_keys: Vec<MatchKey> = keys
-        .into_iter()
-        .map(|k| MatchKey {
-            id: k.id,
-            key: k.key,
-        })
-        .collect();
-    let report = matching::match_keys(&match_keys, &sightings, risk);
-    let events: Vec<ExposureRow> = report
-        .events
-        .iter()
-        .map(|e| ExposureRow {
-            key_id: e.key_id,
-            venue: e.venue,
-            start_s: e.start_unix_s,
-            end_s: e.end_unix_s,
-            score: e.score,
-            min_attenuation_db: e.min_attenuation_db,
-            typical_attenuation_db: e.typical_attenuation_db,
-            minutes_by_bucket: e.minutes_by_bucket,
-            report_type: e.report_type.to_i32(),
-        })
-        .collect();
-    let hours: Vec<VenueHourRow> = report
-        .venue_hours
-        .iter()
-        .map(|h| VenueHourRow {
-            venue: h.venue,
-            hour_start_s: h.hour_start_unix_s,
-            exposure_events: h.exposure_events,
-            infectious_keys: h.infectious_keys,
-            exposure_minutes: h.exposure_minutes,
-            max_score: h.max_score,
-            total_score: h.total_score,
-            co_present: h.co_present_visitors,
-        })
-        .collect();
-    store.replace_exposures(&events, &hours)?;
-    Ok(MatchSummary {
-        keys: match_keys.len(),
-        sightings: sightings.len(),
-        events: events.len(),
-        venue_hours: hours.len(),
-        stats: report.stats,
-    })
 }
 
 /// Parses a `--from`/`--to` time in the operator's time zone.
@@ -463,14 +534,16 @@ async fn housekeeping(
             }
             let batches = store.batch_count()?;
             if last != Some(batches) {
-                let summary = match_store(&mut store, &risk)?;
-                info!(
-                    keys = summary.keys,
-                    sightings = summary.sightings,
-                    events = summary.events,
-                    venue_hours = summary.venue_hours,
-                    "matched"
-                );
+                let summary = match_store(&mut store, &risk, false)?;
+                if summary.days > 0 {
+                    info!(
+                        days = summary.days,
+                        sightings = summary.sightings,
+                        events = summary.events,
+                        venue_hours = summary.venue_hours,
+                        "matched new batches and keys"
+                    );
+                }
             }
             Ok(Some(batches))
         })

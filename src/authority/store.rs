@@ -108,6 +108,13 @@ CREATE TABLE venue_hour (
   co_present INTEGER NOT NULL,
   PRIMARY KEY (venue_id, hour_start_s)
 ) STRICT;
+CREATE INDEX exposure_event_start ON exposure_event(start_s);
+CREATE TABLE match_state (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  key_id INTEGER NOT NULL,
+  batch_id INTEGER NOT NULL,
+  revised_ms INTEGER NOT NULL
+) STRICT;
 ";
 
 /// A store operation failed.
@@ -842,6 +849,17 @@ impl SqliteStore {
                 [keys_before_s],
             )
             .map_err(err("purge keys"))? as u64;
+        // Results about purged sightings go with them.
+        tx.execute(
+            "DELETE FROM exposure_event WHERE start_s < ?1",
+            [sightings_before_s],
+        )
+        .map_err(err("purge exposure events"))?;
+        tx.execute(
+            "DELETE FROM venue_hour WHERE hour_start_s < ?1",
+            [sightings_before_s],
+        )
+        .map_err(err("purge venue hours"))?;
         tx.commit().map_err(err("commit purge"))?;
         Ok(Purged {
             batches,
@@ -850,10 +868,21 @@ impl SqliteStore {
         })
     }
 
-    /// Replaces all exposure results with a match run's, in one transaction (matching is
-    /// deterministic over the whole store, so a full replacement is always consistent).
+    /// Replaces all exposure results with a match run's, in one transaction.
     pub fn replace_exposures(
         &mut self,
+        events: &[ExposureRow],
+        hours: &[VenueHourRow],
+    ) -> Result<(), StoreError> {
+        self.replace_exposures_between(i64::MIN, i64::MAX, events, hours)
+    }
+
+    /// Replaces the exposure results of events starting, and venue-hours, in `from_s..to_s`
+    /// (one transaction). Rows given outside that span are not written.
+    pub fn replace_exposures_between(
+        &mut self,
+        from_s: i64,
+        to_s: i64,
         events: &[ExposureRow],
         hours: &[VenueHourRow],
     ) -> Result<(), StoreError> {
@@ -870,8 +899,16 @@ impl SqliteStore {
             .conn
             .transaction()
             .map_err(err("begin exposure update"))?;
-        tx.execute_batch("DELETE FROM exposure_event; DELETE FROM venue_hour;")
-            .map_err(err("clear exposures"))?;
+        tx.execute(
+            "DELETE FROM exposure_event WHERE start_s >= ?1 AND start_s < ?2",
+            params![from_s, to_s],
+        )
+        .map_err(err("clear exposure events"))?;
+        tx.execute(
+            "DELETE FROM venue_hour WHERE hour_start_s >= ?1 AND hour_start_s < ?2",
+            params![from_s, to_s],
+        )
+        .map_err(err("clear venue hours"))?;
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -880,7 +917,10 @@ impl SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .map_err(err("prepare exposure events"))?;
-            for e in events {
+            for e in events
+                .iter()
+                .filter(|e| (from_s..to_s).contains(&e.start_s))
+            {
                 stmt.execute(params![
                     e.key_id as i64,
                     e.venue,
@@ -903,7 +943,10 @@ impl SqliteStore {
                        max_score, total_score, co_present) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(err("prepare venue hours"))?;
-            for h in hours {
+            for h in hours
+                .iter()
+                .filter(|h| (from_s..to_s).contains(&h.hour_start_s))
+            {
                 stmt.execute(params![
                     h.venue,
                     h.hour_start_s,
@@ -954,6 +997,70 @@ impl SqliteStore {
         .map_err(self.err("query exposures"))
     }
 
+    /// What changed since the last match: keys added or revised since, and the windows of
+    /// batches stored since, with the new watermark to record once they are matched.
+    pub fn changes_since_match(&self) -> Result<MatchChanges, StoreError> {
+        let (key_id, batch_id, revised_ms): (i64, i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT key_id, batch_id, revised_ms FROM match_state WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(self.err("read match state"))?
+            .unwrap_or((0, 0, 0));
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT rolling_start, rolling_period FROM diagnosis_key
+                 WHERE id > ?1 OR coalesce(revised_ms, 0) > ?2",
+            )
+            .map_err(self.err("read new keys"))?;
+        let key_ranges: Vec<(u32, u32)> = stmt
+            .query_map(params![key_id, revised_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(Iterator::collect)
+            .map_err(self.err("read new keys"))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT window_start_enin FROM batch WHERE id > ?1")
+            .map_err(self.err("read new batches"))?;
+        let windows: Vec<u32> = stmt
+            .query_map([batch_id], |r| r.get(0))
+            .and_then(Iterator::collect)
+            .map_err(self.err("read new batches"))?;
+        let watermark: (i64, i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT (SELECT coalesce(max(id), 0) FROM diagnosis_key),
+                        (SELECT coalesce(max(id), 0) FROM batch),
+                        (SELECT coalesce(max(revised_ms), 0) FROM diagnosis_key)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(self.err("read watermark"))?;
+        Ok(MatchChanges {
+            key_ranges,
+            windows,
+            watermark,
+        })
+    }
+
+    /// Records that everything up to `watermark` (from [`changes_since_match`]) is matched.
+    ///
+    /// [`changes_since_match`]: Self::changes_since_match
+    pub fn set_matched(&mut self, watermark: (i64, i64, i64)) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO match_state(id, key_id, batch_id, revised_ms) VALUES (1, ?1, ?2, ?3)
+                 ON CONFLICT(id) DO UPDATE SET key_id = excluded.key_id, batch_id = excluded.batch_id,
+                   revised_ms = excluded.revised_ms",
+                params![watermark.0, watermark.1, watermark.2],
+            )
+            .map_err(self.err("write match state"))?;
+        Ok(())
+    }
+
     /// Number of batches stored so far (the matching driver reruns when it changes).
     pub fn batch_count(&self) -> Result<u64, StoreError> {
         self.conn
@@ -961,6 +1068,17 @@ impl SqliteStore {
             .map(|n| n as u64)
             .map_err(self.err("count batches"))
     }
+}
+
+/// What changed since the last match run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MatchChanges {
+    /// `(rolling_start, rolling_period)` of keys added or revised.
+    pub key_ranges: Vec<(u32, u32)>,
+    /// Window starts (ENIN) of batches added.
+    pub windows: Vec<u32>,
+    /// Highest key id, batch row id and revision time now in the store.
+    pub watermark: (i64, i64, i64),
 }
 
 /// One exposure event to store (key row, venue number, times, attenuation profile, score).
