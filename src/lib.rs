@@ -30,6 +30,7 @@
 //! Edges (files, terminals, processes):
 //! - [`authority`]: the `venuetrace-authority` commands (definitions and implementations).
 //! - [`gateway`]: the `venuetrace-gateway` commands.
+//! - [`notify`]: systemd readiness notifications (`sd_notify`).
 //! - [`output`]: tables, JSON and timestamps for people and programs.
 //! - [`exit`]: sysexits codes and error reporting shared by both binaries.
 //! - [`config_schema`]: the strict-configuration machinery (schema walker, every problem at
@@ -51,6 +52,7 @@ pub mod export;
 pub mod gateway;
 pub mod hci;
 pub mod matching;
+pub mod notify;
 pub mod output;
 pub mod rpi_index;
 pub mod seal;

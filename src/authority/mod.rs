@@ -79,8 +79,12 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CommandError> {
             let (config, database) =
                 service::load_config(&store.config, store.database.as_deref())?;
             let mut db = service::open_store(&database)?;
-            let summary =
-                service::match_store(&mut db, &service::risk_config(&config.matching), full)?;
+            let summary = service::match_store_with_progress(
+                &mut db,
+                &service::risk_config(&config.matching),
+                full,
+                &mut service::terminal_progress(),
+            )?;
             writeln!(
                 out,
                 "matched {} days ({} sightings read): {} exposure events in {} venue-hours",
@@ -200,8 +204,12 @@ fn import(args: cli::ImportArgs, out: &mut dyn Write) -> Result<(), CommandError
     );
     // Match what was imported even when some files were rejected.
     if !args.no_match {
-        let summary =
-            service::match_store(&mut db, &service::risk_config(&config.matching), false)?;
+        let summary = service::match_store_with_progress(
+            &mut db,
+            &service::risk_config(&config.matching),
+            false,
+            &mut service::terminal_progress(),
+        )?;
         let _ = writeln!(
             std::io::stderr(),
             "matched {} days ({} sightings read): {} exposure events in {} venue-hours",

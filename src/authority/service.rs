@@ -194,6 +194,17 @@ pub fn match_store(
     risk: &RiskConfig,
     full: bool,
 ) -> Result<MatchSummary, ServiceError> {
+    match_store_with_progress(store, risk, full, &mut |_, _, _| {})
+}
+
+/// [`match_store`], calling `progress(done, total, day_start_unix_s)` before each day (the CLI
+/// prints it when stderr is a terminal).
+pub fn match_store_with_progress(
+    store: &mut SqliteStore,
+    risk: &RiskConfig,
+    full: bool,
+    progress: &mut dyn FnMut(usize, usize, i64),
+) -> Result<MatchSummary, ServiceError> {
     let changes = store.changes_since_match()?;
     let keys = store.keys()?;
     let tolerance = i64::from(risk.tolerance_intervals) * INTERVAL_S;
@@ -237,8 +248,10 @@ pub fn match_store(
         }
     }
     let mut summary = MatchSummary::default();
-    for day in days {
+    let total = days.len();
+    for (done, day) in days.into_iter().enumerate() {
         let (day_from, day_to) = (day * DAY_S, (day + 1) * DAY_S);
+        progress(done, total, day_from);
         let day_keys: Vec<MatchKey> = keys
             .iter()
             .filter(|k| {
@@ -331,6 +344,27 @@ fn keys_to(keys: &[MatchKey], tolerance: i64) -> i64 {
         })
         .max()
         .unwrap_or(0)
+}
+
+/// A progress printer for long matches: one line per day on stderr, only when stderr is a
+/// terminal (logs and pipes stay clean).
+pub fn terminal_progress() -> impl FnMut(usize, usize, i64) {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    move |done, total, day| {
+        if tty {
+            eprint!(
+                "\rmatching day {} ({}/{})   ",
+                crate::output::iso_utc(day.max(0) as u64)
+                    .get(..10)
+                    .unwrap_or(""),
+                done + 1,
+                total
+            );
+            if done + 1 == total {
+                eprintln!();
+            }
+        }
+    }
 }
 
 /// Parses a `--from`/`--to` time in the operator's time zone.
@@ -480,7 +514,11 @@ pub fn run(config: &AuthorityConfig, database: &Path) -> Result<IngestReport, Se
             shutdown.clone(),
         ));
         info!(database = %database.display(), "authority starting");
+        // Ready once the store and key are open: queries work, and ingest connects (and
+        // reconnects) to the broker on its own.
+        crate::notify::notify("READY=1\nSTATUS=ingesting batches");
         let report = ingest::run(&mqtt, &share_group, keys, store, limits, shutdown.clone()).await;
+        crate::notify::notify("STOPPING=1");
         shutdown.cancel();
         signals.abort();
         let _ = housekeeping.await;
