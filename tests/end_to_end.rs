@@ -120,6 +120,14 @@ fn simulated_city_exposures_match_ground_truth() {
         )
         .expect("gateway.toml");
     }
+    let venues = run(AUTH, &["venues", "--format", "json", "-c", c]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&venues)
+            .expect("json")
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
     let listed = run(AUTH, &["gateways", "list", "--format", "json", "-c", c]);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&listed)

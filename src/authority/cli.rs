@@ -64,9 +64,8 @@ pub enum Command {
     /// Enrolled gateways.
     #[command(subcommand)]
     Gateways(GatewaysCommand),
-    /// Venues.
-    #[command(subcommand)]
-    Venues(VenuesCommand),
+    /// Venues: lists them (`venues`, `venues list`) or adds one (`venues add`).
+    Venues(VenuesArgs),
     /// Received batches.
     #[command(subcommand)]
     Batches(BatchesCommand),
@@ -159,6 +158,20 @@ pub enum GatewaysCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+/// Arguments of `venues`: without a subcommand, the list.
+#[derive(Debug, Args)]
+pub struct VenuesArgs {
+    /// What to do (default: list).
+    #[command(subcommand)]
+    pub command: Option<VenuesCommand>,
+    /// Output format of the list.
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    /// Store and configuration.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// `venues` subcommands.

@@ -170,8 +170,12 @@ fn gateways(command: cli::GatewaysCommand, out: &mut dyn Write) -> Result<(), Co
     result.map_err(|e| CommandError::Service(e.into()))
 }
 
-fn venues(command: cli::VenuesCommand, out: &mut dyn Write) -> Result<(), CommandError> {
+fn venues(args: cli::VenuesArgs, out: &mut dyn Write) -> Result<(), CommandError> {
     use cli::VenuesCommand as V;
+    let command = args.command.unwrap_or(V::List {
+        format: args.format,
+        store: args.store,
+    });
     let result = match command {
         V::Add {
             name,
