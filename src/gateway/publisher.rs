@@ -301,23 +301,30 @@ async fn run(
     events: mpsc::UnboundedSender<PublisherEvent>,
     cancel: CancellationToken,
 ) {
+    // Commands are handed to the client by their own task, so the event loop below is only
+    // ever interrupted by shutdown: a `poll` dropped half-way through reading a packet would
+    // lose it (rumqttc does not document `poll` as cancel-safe).
+    let command_task = {
+        let (client, events, topic) = (client.clone(), events.clone(), topics.batch.clone());
+        tokio::spawn(async move {
+            while let Some(PublisherCommand::Publish { batch_id, envelope }) = commands.recv().await
+            {
+                let event = match client.try_publish(&topic, QoS::AtLeastOnce, false, envelope) {
+                    Ok(()) => PublisherEvent::Queued { batch_id },
+                    Err(e) => {
+                        debug!(%batch_id, error = %e, "batch not queued");
+                        PublisherEvent::NotQueued { batch_id }
+                    }
+                };
+                let _ = events.send(event);
+            }
+        })
+    };
     let mut connected = false;
     let mut retry = Duration::from_millis(250);
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
-            Some(command) = commands.recv() => match command {
-                PublisherCommand::Publish { batch_id, envelope } => {
-                    let event = match client.try_publish(&topics.batch, QoS::AtLeastOnce, false, envelope) {
-                        Ok(()) => PublisherEvent::Queued { batch_id },
-                        Err(e) => {
-                            debug!(%batch_id, error = %e, "batch not queued");
-                            PublisherEvent::NotQueued { batch_id }
-                        }
-                    };
-                    let _ = events.send(event);
-                }
-            },
             polled = eventloop.poll() => match polled {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     connected = true;
@@ -349,6 +356,7 @@ async fn run(
             },
         }
     }
+    command_task.abort();
     if connected {
         let _ = client.try_publish(&topics.status, QoS::AtLeastOnce, true, "offline");
         let _ = client.try_disconnect();
