@@ -25,6 +25,24 @@ pub enum ListFormat {
     Csv,
 }
 
+/// Writes a listing in `format`: the table as aligned text or CSV, or `json` pretty-printed.
+pub fn write_list(
+    table: &Table,
+    json: &serde_json::Value,
+    format: ListFormat,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    match format {
+        ListFormat::Table => table.write(out),
+        ListFormat::Csv => table.write_csv(out),
+        ListFormat::Json => writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(json).unwrap_or_default()
+        ),
+    }
+}
+
 /// A text table: a header row and data rows, printed with columns padded to their widest cell.
 #[derive(Debug, Default)]
 pub struct Table {

@@ -79,16 +79,7 @@ fn emit(
     format: ListFormat,
     out: &mut dyn Write,
 ) -> Result<(), RegistryError> {
-    match format {
-        ListFormat::Table => table.write(out),
-        ListFormat::Csv => table.write_csv(out),
-        ListFormat::Json => writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&json).unwrap_or_default()
-        ),
-    }
-    .map_err(RegistryError::Output)
+    crate::output::write_list(table, &json, format, out).map_err(RegistryError::Output)
 }
 
 /// Parses a gateway public key: base64 text, or a file holding it (e.g. the line

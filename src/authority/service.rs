@@ -448,16 +448,8 @@ pub fn exposures(
             "co_present_visitors": r.co_present,
         }));
     }
-    match format {
-        ListFormat::Table => table.write(out),
-        ListFormat::Csv => table.write_csv(out),
-        ListFormat::Json => writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&json).unwrap_or_default()
-        ),
-    }
-    .map_err(ServiceError::Output)
+    crate::output::write_list(&table, &serde_json::Value::from(json), format, out)
+        .map_err(ServiceError::Output)
 }
 
 /// `keygen`: a new authority key pair; returns it so the caller prints the public key.

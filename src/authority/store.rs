@@ -292,6 +292,19 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
+/// Maps a SQLite error of `operation` on the store at `path`.
+fn sqlite_error(
+    path: &str,
+    operation: &'static str,
+) -> impl Fn(rusqlite::Error) -> StoreError + use<> {
+    let path = path.to_owned();
+    move |source| StoreError::Sqlite {
+        path: path.clone(),
+        operation,
+        source,
+    }
+}
+
 fn pack_minutes(minutes: &[MinuteRssi]) -> Vec<u8> {
     let mut out = Vec::with_capacity(minutes.len() * 8);
     for m in minutes {
@@ -323,14 +336,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path`: WAL, foreign keys, schema migration.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let display = path.display().to_string();
-        let err = |operation: &'static str| {
-            let path = display.clone();
-            move |source| StoreError::Sqlite {
-                path,
-                operation,
-                source,
-            }
-        };
+        let err = |operation| sqlite_error(&display, operation);
         let conn = Connection::open(path).map_err(err("open"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err("set busy timeout"))?;
@@ -380,12 +386,8 @@ impl SqliteStore {
         })
     }
 
-    fn err(&self, operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sqlite {
-            path: self.path.display().to_string(),
-            operation,
-            source,
-        }
+    fn err(&self, operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + use<> {
+        sqlite_error(&self.path.display().to_string(), operation)
     }
 
     /// Adds a venue, or returns the existing one's number when `name` is known (kind and
@@ -546,14 +548,7 @@ impl SqliteStore {
         now_ms: i64,
     ) -> Result<Stored, StoreError> {
         let path = self.path.display().to_string();
-        let err = |operation: &'static str| {
-            let path = path.clone();
-            move |source| StoreError::Sqlite {
-                path,
-                operation,
-                source,
-            }
-        };
+        let err = |operation| sqlite_error(&path, operation);
         let tx = self.conn.transaction().map_err(err("begin batch"))?;
         let venue_id: u32 = tx
             .query_row(
@@ -729,14 +724,7 @@ impl SqliteStore {
         now_ms: i64,
     ) -> Result<KeyImport, StoreError> {
         let path = self.path.display().to_string();
-        let err = |operation: &'static str| {
-            let path = path.clone();
-            move |source| StoreError::Sqlite {
-                path,
-                operation,
-                source,
-            }
-        };
+        let err = |operation| sqlite_error(&path, operation);
         let tx = self.conn.transaction().map_err(err("begin key import"))?;
         let mut result = KeyImport::default();
         for key in keys {
@@ -824,14 +812,7 @@ impl SqliteStore {
         keys_before_s: i64,
     ) -> Result<Purged, StoreError> {
         let path = self.path.display().to_string();
-        let err = |operation: &'static str| {
-            let path = path.clone();
-            move |source| StoreError::Sqlite {
-                path,
-                operation,
-                source,
-            }
-        };
+        let err = |operation| sqlite_error(&path, operation);
         let tx = self.conn.transaction().map_err(err("begin purge"))?;
         let before = sightings_before_s.div_euclid(600);
         let sightings = tx
@@ -887,14 +868,7 @@ impl SqliteStore {
         hours: &[VenueHourRow],
     ) -> Result<(), StoreError> {
         let path = self.path.display().to_string();
-        let err = |operation: &'static str| {
-            let path = path.clone();
-            move |source| StoreError::Sqlite {
-                path,
-                operation,
-                source,
-            }
-        };
+        let err = |operation| sqlite_error(&path, operation);
         let tx = self
             .conn
             .transaction()
