@@ -436,7 +436,27 @@ pub(crate) fn load<T>(
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| whole_file(format!("cannot read the configuration file: {e}")))?;
-    let tree = config::File::from_str(&text, FileFormat::Toml)
+    load_text(path, &text, env, schema, build)
+}
+
+/// [`load`] on configuration text already in hand; `path` names it in messages (and is what
+/// `build` resolves relative paths against). Empty text gives every default.
+pub(crate) fn load_text<T>(
+    path: &Path,
+    text: &str,
+    env: &[(String, String)],
+    schema: &'static Schema,
+    build: impl FnOnce(&mut Loader) -> Option<T>,
+) -> Result<T, ConfigErrors> {
+    let file = path.display().to_string();
+    let whole_file = |message: String| ConfigErrors {
+        problems: vec![ConfigProblem {
+            source: file.clone(),
+            key: String::new(),
+            message,
+        }],
+    };
+    let tree = config::File::from_str(text, FileFormat::Toml)
         .collect()
         .map_err(|e| whole_file(format!("not valid TOML: {e}")))?;
     let mut loader = Loader::new(file.clone(), schema);

@@ -236,6 +236,16 @@ pub fn load(path: &Path, env: &[(String, String)]) -> Result<AuthorityConfig, Co
     })
 }
 
+/// The built-in defaults (every key has one), with the `VENUETRACE_AUTHORITY__*` overrides
+/// in `env`: what store-backed commands run with when `--database` is given and there is no
+/// configuration file.
+pub fn defaults(env: &[(String, String)]) -> Result<AuthorityConfig, ConfigErrors> {
+    let path = Path::new("(built-in defaults)");
+    config_schema::load_text(path, "", env, &AUTHORITY_SCHEMA, |loader| {
+        build(loader, path, env)
+    })
+}
+
 impl AuthorityConfig {
     /// A few lines saying what this configuration will do, for `check-config`.
     pub fn summary(&self) -> String {
