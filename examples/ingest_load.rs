@@ -30,10 +30,7 @@ fn arg(name: &str, default: u64) -> u64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    venuetrace::gateway::service::init_logging(
-        "warn",
-        venuetrace::gateway::config::LogFormat::Text,
-    );
+    venuetrace::process::init_logging("warn", venuetrace::config_schema::LogFormat::Text);
     let port = arg("--port", 1883) as u16;
     let batches = arg("--batches", 5000);
     let gateways = arg("--gateways", 50);

@@ -31,6 +31,7 @@
 //! - [`authority`]: the `venuetrace-authority` commands (definitions and implementations).
 //! - [`gateway`]: the `venuetrace-gateway` commands.
 //! - [`notify`]: systemd readiness notifications (`sd_notify`).
+//! - [`process`]: logging and signals of both daemons.
 //! - [`output`]: tables, JSON and timestamps for people and programs.
 //! - [`exit`]: sysexits codes and error reporting shared by both binaries.
 //! - [`config_schema`]: the strict-configuration machinery (schema walker, every problem at
@@ -54,6 +55,7 @@ pub mod hci;
 pub mod matching;
 pub mod notify;
 pub mod output;
+pub mod process;
 pub mod rpi_index;
 pub mod seal;
 pub mod sim;

@@ -172,7 +172,24 @@ fn simulated_city_exposures_match_ground_truth() {
         );
         assert!(Instant::now() < deadline, "gateways took over 120 s");
     }
-    drop(authority);
+    // SIGHUP (e.g. a log rotation script) does not stop the authority; SIGTERM does, cleanly.
+    let mut authority = authority;
+    let pid = authority.0.id().to_string();
+    Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill -HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        authority.0.try_wait().expect("wait").is_none(),
+        "SIGHUP stopped the authority"
+    );
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    let status = authority.0.wait().expect("authority exits");
+    assert!(status.success(), "authority after SIGTERM: {status}");
     let status: serde_json::Value = serde_json::from_str(&run(
         AUTH,
         &["gateways", "status", "--format", "json", "-c", c],

@@ -100,10 +100,7 @@ pub fn load_config(
     } else {
         // No configuration file, but an explicit store: run on the built-in defaults (every
         // key has one), still applying environment overrides.
-        let path = defaults_file();
-        let loaded = config::load(&path, &env);
-        let _ = std::fs::remove_file(&path);
-        loaded.map_err(ServiceError::Config)?
+        config::defaults(&env).map_err(ServiceError::Config)?
     };
     let db = match database {
         Some(path) => path.to_owned(),
@@ -112,16 +109,6 @@ pub fn load_config(
         },
     };
     Ok((config, db))
-}
-
-/// An empty configuration file (all defaults) in the temporary directory.
-fn defaults_file() -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "venuetrace-authority-defaults-{}.toml",
-        std::process::id()
-    ));
-    let _ = std::fs::write(&path, "# defaults\n");
-    path
 }
 
 /// Opens the store, creating its directory's file if needed.
@@ -480,7 +467,7 @@ pub fn mqtt_settings(config: &AuthorityConfig) -> Result<MqttSettings, ServiceEr
 /// `run`: ingest until SIGTERM/SIGINT; purges by retention hourly and re-matches after new
 /// batches (at most once a minute).
 pub fn run(config: &AuthorityConfig, database: &Path) -> Result<IngestReport, ServiceError> {
-    crate::gateway::service::init_logging(config.log.level.as_str(), config.log.format);
+    crate::process::init_logging(config.log.level.as_str(), config.log.format);
     let keys = KeyPair::load(&config.authority.private_key)?;
     let mqtt = mqtt_settings(config)?;
     let store = Arc::new(Mutex::new(open_store(database)?));
@@ -498,7 +485,7 @@ pub fn run(config: &AuthorityConfig, database: &Path) -> Result<IngestReport, Se
         .map_err(ServiceError::Runtime)?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        let signals = tokio::spawn(watch_signals(shutdown.clone()));
+        let signals = tokio::spawn(crate::process::watch_signals(shutdown.clone()));
         let housekeeping = tokio::spawn(housekeeping(
             Arc::clone(&store),
             risk,
@@ -586,19 +573,4 @@ async fn housekeeping(
             Err(e) => tracing::warn!(error = %e, "housekeeping task failed"),
         }
     }
-}
-
-async fn watch_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
-        _ = int.recv() => info!(signal = "SIGINT", "shutting down"),
-    }
-    shutdown.cancel();
 }

@@ -5,7 +5,7 @@
 //! Everything that needs a decision lives in the daemon and the pure modules; this file only
 //! resolves settings and wires the process to them.
 
-use super::config::{self, GatewayConfig, LogFormat, ScanSource};
+use super::config::{self, GatewayConfig, ScanSource};
 use super::daemon::{self, DaemonSettings, RunReport, SourceSpec};
 use super::publisher::MqttSettings;
 use super::replay::{Pacing, ReplayOptions};
@@ -18,7 +18,6 @@ use crate::sim::SimConfig;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 /// `run` or `keygen` failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,27 +63,6 @@ impl ServiceError {
 /// Loads the configuration with this process's environment.
 pub fn load_config(path: &Path) -> Result<GatewayConfig, ServiceError> {
     config::load(path, &config::process_env()).map_err(ServiceError::Config)
-}
-
-/// Sets up logging to stderr (journald takes it from there under systemd). `RUST_LOG`, when
-/// set, overrides the configured level (for a one-off debugging run).
-pub fn init_logging(level: &str, format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    // Under systemd, journald stamps each line itself: leave the time out.
-    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false);
-    let result = match (format, under_journald) {
-        (LogFormat::Json, _) => builder.json().try_init(),
-        (LogFormat::Text, true) => builder.without_time().try_init(),
-        (LogFormat::Text, false) => builder.try_init(),
-    };
-    // Already initialised (tests calling in twice): keep the first.
-    let _ = result;
 }
 
 /// Start of the simulated day for `scan.source = "sim"`: yesterday 06:00 UTC. Every gateway
@@ -192,7 +170,7 @@ pub fn run(
     exit_when_delivered: bool,
 ) -> Result<RunReport, ServiceError> {
     let config = load_config(config_path)?;
-    init_logging(config.log.level.as_str(), config.log.format);
+    crate::process::init_logging(config.log.level.as_str(), config.log.format);
     let settings = settings(&config, source.as_ref(), exit_when_delivered)?;
     // Two worker threads: a Pi has four cores, and the work is one loop plus blocking SQLite.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -202,33 +180,11 @@ pub fn run(
         .map_err(ServiceError::Runtime)?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        let signals = tokio::spawn(watch_signals(shutdown.clone()));
+        let signals = tokio::spawn(crate::process::watch_signals(shutdown.clone()));
         let report = daemon::run(settings, shutdown, None).await;
         signals.abort();
         Ok(report?)
     })
-}
-
-/// Cancels `shutdown` on SIGTERM or SIGINT. SIGHUP is acknowledged and logged (reloading the
-/// configuration at run time is not supported yet: restart the service to apply changes).
-async fn watch_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        warn!("cannot install signal handlers; stop the gateway with SIGKILL");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => { info!(signal = "SIGTERM", "shutting down"); break; }
-            _ = int.recv() => { info!(signal = "SIGINT", "shutting down"); break; }
-            _ = hup.recv() => warn!("SIGHUP: configuration reload is not supported yet; restart the service to apply changes"),
-        }
-    }
-    shutdown.cancel();
 }
 
 /// `venuetrace-gateway keygen`: writes a new key pair's private key to `path` (mode 0600,
