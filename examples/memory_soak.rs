@@ -71,6 +71,7 @@ async fn main() {
         source: SourceSpec::Channel,
         exit_when_delivered: false,
         flush_deadline: Duration::from_secs(1),
+        dbus_status: false,
     };
     let (tx, rx) = mpsc::channel(4096);
     let shutdown = CancellationToken::new();

@@ -189,6 +189,11 @@ impl Aggregator {
         self.open.as_ref().map(|w| w.start)
     }
 
+    /// Counters of the open window so far.
+    pub fn open_counters(&self) -> Option<&Counters> {
+        self.open.as_ref().map(|w| &w.counters)
+    }
+
     /// Distinct RPIs in the open window.
     pub fn open_sightings(&self) -> usize {
         self.open.as_ref().map_or(0, |w| w.rpis.len())

@@ -29,7 +29,10 @@
 //!
 //! Edges (files, terminals, processes):
 //! - [`authority`]: the `venuetrace-authority` commands (definitions and implementations).
-//! - [`gateway`]: the `venuetrace-gateway` commands.
+//! - [`gateway`]: the `venuetrace-gateway` commands and daemon (sources: BlueZ, replay, sim;
+//!   outbox, publisher, D-Bus status).
+//! - [`demo`]: `venuetrace-demo` (`./scripts/demo`): gateways, broker and authority on one
+//!   machine on a simulated city, the report against its ground truth, and its HTML page.
 //! - [`notify`]: systemd readiness notifications (`sd_notify`).
 //! - [`process`]: logging and signals of both daemons.
 //! - [`output`]: tables, JSON and timestamps for people and programs.
@@ -48,6 +51,7 @@ pub mod beacon;
 pub mod btsnoop;
 pub mod config_schema;
 pub mod crypto;
+pub mod demo;
 pub mod exit;
 pub mod export;
 pub mod gateway;

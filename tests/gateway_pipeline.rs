@@ -77,6 +77,7 @@ fn settings(
         source: SourceSpec::Channel,
         exit_when_delivered: true,
         flush_deadline: Duration::from_secs(5),
+        dbus_status: false,
     }
 }
 

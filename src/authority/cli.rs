@@ -9,11 +9,17 @@ use std::path::PathBuf;
 
 /// venuetrace authority: diagnosis keys, exposure matching and venue exposure queries.
 #[derive(Debug, Parser)]
-#[command(name = "venuetrace-authority", version, about, long_about = None)]
+#[command(name = "venuetrace-authority", version, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The command-line definition as a [`clap::Command`], for man pages and shell completions
+/// (`examples/docgen.rs`, run by the Debian packaging).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Top-level commands.

@@ -485,7 +485,7 @@ pub fn run(config: &AuthorityConfig, database: &Path) -> Result<IngestReport, Se
         .map_err(ServiceError::Runtime)?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        let signals = tokio::spawn(crate::process::watch_signals(shutdown.clone()));
+        let signals = tokio::spawn(crate::process::watch_signals(shutdown.clone(), None));
         let housekeeping = tokio::spawn(housekeeping(
             Arc::clone(&store),
             risk,

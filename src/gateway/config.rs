@@ -119,6 +119,11 @@ pub struct ScanSettings {
     pub bluetrace_service_uuids: Vec<ServiceUuid>,
     /// Replay speed factor; 0 = as fast as possible.
     pub replay_speed: f64,
+    /// Power the BlueZ adapter on when it is off (else a powered-off adapter is an error).
+    pub power_on: bool,
+    /// Most BlueZ devices tracked at once (bounds memory); more are counted and ignored
+    /// until BlueZ removes older ones.
+    pub max_devices: u32,
 }
 
 /// `[sim]`: the simulated venue, plain values (the simulator maps them to its own type).
@@ -134,6 +139,10 @@ pub struct SimSettings {
     pub speed: f64,
     /// Where to write the ground truth (who was where when), if anywhere.
     pub ground_truth: Option<PathBuf>,
+    /// A JSON file holding a whole [`crate::sim::SimConfig`] (venues, population, shares),
+    /// resolved against the configuration file's directory; when set it takes the place of
+    /// `seed`, `phones` and `hours` (which must then be left unset).
+    pub city: Option<PathBuf>,
 }
 
 /// `[window]`.
@@ -229,10 +238,13 @@ impl GatewayConfig {
                     .map_or("default adapter".to_owned(), |a| format!("adapter {a}"))
             ),
             ScanSource::Replay(path) => format!("replay of {}", path.display()),
-            ScanSource::Sim => format!(
-                "simulation of {} phones over {} h (seed {})",
-                self.sim.phones, self.sim.hours, self.sim.seed
-            ),
+            ScanSource::Sim => match &self.sim.city {
+                Some(city) => format!("simulation of the city in {}", city.display()),
+                None => format!(
+                    "simulation of {} phones over {} h (seed {})",
+                    self.sim.phones, self.sim.hours, self.sim.seed
+                ),
+            },
         };
         lines.push(format!(
             "scan: {source}; {}-minute windows of at most {} RPIs",
@@ -347,6 +359,13 @@ const SCHEMA: &[KeySpec] = &[
     spec("authority", "public_key", Kind::Str, Preset::Required),
     spec("scan", "source", Kind::Str, Preset::Str("bluez")),
     spec("scan", "adapter", Kind::Str, Preset::Str("")),
+    spec("scan", "power_on", Kind::Bool, Preset::Bool(true)),
+    spec(
+        "scan",
+        "max_devices",
+        int(16, 1_000_000),
+        Preset::Int(20_000),
+    ),
     spec(
         "scan",
         "bluetrace_service_uuids",
@@ -386,6 +405,7 @@ const SCHEMA: &[KeySpec] = &[
         Preset::Float(60.0),
     ),
     spec("sim", "ground_truth", Kind::Str, Preset::Str("")),
+    spec("sim", "city", Kind::Str, Preset::Str("")),
     spec(
         "window",
         "minutes",
@@ -472,6 +492,10 @@ fn build(l: &mut Loader, path: &Path, env: &[(String, String)]) -> Option<Gatewa
     let adapter = l.optional("scan", "adapter");
     let uuids = service_uuids(l);
     let replay_speed = l.float("scan", "replay_speed");
+    let power_on = l.boolean("scan", "power_on");
+    let max_devices = l
+        .int("scan", "max_devices")
+        .and_then(|v| u32::try_from(v).ok());
 
     let seed = l.int("sim", "seed").and_then(|v| u64::try_from(v).ok());
     let phones = l.int("sim", "phones").and_then(|v| u32::try_from(v).ok());
@@ -480,6 +504,7 @@ fn build(l: &mut Loader, path: &Path, env: &[(String, String)]) -> Option<Gatewa
     let ground_truth = l
         .optional("sim", "ground_truth")
         .map(|p| p.map(PathBuf::from));
+    let city = sim_city(l, config_dir);
 
     let minutes = l
         .int("window", "minutes")
@@ -523,6 +548,8 @@ fn build(l: &mut Loader, path: &Path, env: &[(String, String)]) -> Option<Gatewa
             adapter: adapter?,
             bluetrace_service_uuids: uuids?,
             replay_speed: replay_speed?,
+            power_on: power_on?,
+            max_devices: max_devices?,
         },
         sim: SimSettings {
             seed: seed?,
@@ -530,6 +557,7 @@ fn build(l: &mut Loader, path: &Path, env: &[(String, String)]) -> Option<Gatewa
             hours: hours?,
             speed: speed?,
             ground_truth: ground_truth?,
+            city: city?,
         },
         window: WindowSettings {
             minutes: minutes?,
@@ -578,6 +606,26 @@ fn public_key(l: &mut Loader, config_dir: &Path) -> Option<[u8; 32]> {
     };
     l.problem_at("authority", "public_key", message);
     None
+}
+
+/// `sim.city`: a city file (relative to the configuration's directory) that replaces
+/// `sim.seed`, `sim.phones` and `sim.hours`, so setting any of them as well is a contradiction.
+fn sim_city(l: &mut Loader, config_dir: &Path) -> Option<Option<PathBuf>> {
+    let city = l.optional_path("sim", "city", config_dir)?;
+    if city.is_some() {
+        for key in ["seed", "phones", "hours"] {
+            if l.is_set("sim", key) {
+                l.problem_at(
+                    "sim",
+                    key,
+                    "has no effect when sim.city is set (the city file holds the whole \
+                     simulation): remove one of the two"
+                        .into(),
+                );
+            }
+        }
+    }
+    Some(city)
 }
 
 fn scan_source(l: &mut Loader) -> Option<ScanSource> {
@@ -798,6 +846,8 @@ mod tests {
                 adapter: None,
                 bluetrace_service_uuids: vec![ServiceUuid(0xB82AB3FC_1595_4F6A_80F0_FE094CC218F9)],
                 replay_speed: 0.0,
+                power_on: true,
+                max_devices: 20_000,
             }
         );
         assert_eq!(
@@ -808,6 +858,7 @@ mod tests {
                 hours: 12.0,
                 speed: 60.0,
                 ground_truth: None,
+                city: None,
             }
         );
         assert_eq!(
@@ -1220,6 +1271,28 @@ minutes = 10
         let config = expect_config(result);
         assert!(!format!("{config:?}").contains("hunter2"));
         assert!(!config.summary().contains("hunter2"));
+    }
+
+    /// `sim.city` names a city file relative to the configuration's directory and replaces
+    /// `sim.seed`, `sim.phones` and `sim.hours`: setting one of those as well is reported.
+    #[test]
+    fn sim_city_replaces_seed_phones_and_hours() {
+        let (dir, result) = load_text("[sim]\ncity = \"city.json\"\nspeed = 0.0\n", &required());
+        let config = expect_config(result);
+        assert_eq!(config.sim.city, Some(dir.path().join("city.json")));
+        let (_dir, result) = load_text(
+            "[sim]\ncity = \"/srv/city.json\"\nseed = 3\nhours = 2.0\n",
+            &required(),
+        );
+        let message = "has no effect when sim.city is set (the city file holds the whole \
+                       simulation): remove one of the two";
+        assert_eq!(
+            problems(&expect_errors(result)),
+            [
+                format!("sim.seed: {message}"),
+                format!("sim.hours: {message}")
+            ]
+        );
     }
 
     /// Scan sources are "bluez", "sim" or "replay:PATH"; service UUIDs must parse.

@@ -1,10 +1,12 @@
 //! The `venuetrace-gateway` commands: argument definitions and what each command does.
 //! The binary parses arguments, calls [`run`] and maps the error to an exit code.
 //!
-//! Commands: `run` (the daemon), `check-config`, `keygen` / `public-key` (the key pair
-//! enrolled at the authority) and `decode` (offline diagnostics). The daemon's wiring is in
-//! [`service`], its loop in [`daemon`].
+//! Commands: `run` (the daemon), `status` (the running daemon, over D-Bus), `check-config`,
+//! `keygen` / `public-key` (the key pair enrolled at the authority) and `decode` (offline
+//! diagnostics). The daemon's wiring is in [`service`], its loop in [`daemon`], the radio in
+//! [`bluez`], the D-Bus status in [`status`].
 
+pub mod bluez;
 pub mod config;
 pub mod daemon;
 pub mod outbox;
@@ -12,6 +14,7 @@ pub mod publisher;
 pub mod replay;
 pub mod service;
 pub mod sim;
+pub mod status;
 
 use crate::beacon::{GaenBeacon, MalformedGaen};
 use crate::exit::Exit;
@@ -20,11 +23,17 @@ use std::io::Write;
 
 /// venuetrace gateway: listens to Exposure Notification beacons at a venue.
 #[derive(Debug, Parser)]
-#[command(name = "venuetrace-gateway", version, about, long_about = None)]
+#[command(name = "venuetrace-gateway", version, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The command-line definition as a [`clap::Command`], for man pages and shell completions
+/// (`examples/docgen.rs`, run by the Debian packaging).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// Gateway commands.
@@ -69,6 +78,14 @@ pub enum Command {
         #[arg(long, short, default_value = config::DEFAULT_PATH)]
         config: std::path::PathBuf,
     },
+    /// Show the running daemon's status, read from its D-Bus object
+    /// (org.venuetrace.Gateway1 on the system bus): scanning, adverts per second, current
+    /// window, outbox depth, broker connection, counters. Exit 69 if it is not running.
+    Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = crate::output::Format::Table)]
+        format: crate::output::Format,
+    },
     /// Print the public key of the gateway's existing key pair (base64), for enrollment.
     PublicKey {
         /// The private key file (default as for `keygen`).
@@ -110,6 +127,9 @@ pub enum GatewayError {
     /// The daemon or a key command failed.
     #[error(transparent)]
     Service(#[from] service::ServiceError),
+    /// `status` cannot read the daemon.
+    #[error(transparent)]
+    Status(#[from] status::StatusError),
 }
 
 impl GatewayError {
@@ -121,6 +141,7 @@ impl GatewayError {
             GatewayError::Output(_) => Exit::IoErr,
             GatewayError::Config(_) => Exit::Config,
             GatewayError::Service(e) => e.exit(),
+            GatewayError::Status(_) => Exit::Unavailable,
         }
     }
 }
@@ -169,6 +190,29 @@ pub fn run(cli: Cli) -> Result<(), GatewayError> {
                 keys.public(),
                 keys.public()
             )
+            .map_err(GatewayError::Output)
+        }
+        Command::Status { format } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(service::ServiceError::Runtime)?;
+            let status = runtime.block_on(status::read())?;
+            let mut out = std::io::stdout().lock();
+            match format {
+                crate::output::Format::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
+                ),
+                crate::output::Format::Table => {
+                    let mut table = crate::output::Table::new(["status", "value"]);
+                    for (name, value) in status.rows() {
+                        table.row([name, value]);
+                    }
+                    table.write(&mut out)
+                }
+            }
             .map_err(GatewayError::Output)
         }
         Command::PublicKey { key, config } => {

@@ -419,6 +419,12 @@ impl Outbox {
         &self.options
     }
 
+    /// Replaces the retention and quota (a configuration reload); they apply from the next
+    /// purge.
+    pub fn set_options(&mut self, options: OutboxOptions) {
+        self.options = options;
+    }
+
     fn sqlite(&self, operation: &'static str) -> impl FnOnce(rusqlite::Error) -> OutboxError {
         sql_err(&self.path, operation)
     }

@@ -5,8 +5,9 @@
 //! Everything that needs a decision lives in the daemon and the pure modules; this file only
 //! resolves settings and wires the process to them.
 
+use super::bluez::BluezOptions;
 use super::config::{self, GatewayConfig, ScanSource};
-use super::daemon::{self, DaemonSettings, RunReport, SourceSpec};
+use super::daemon::{self, Control, DaemonSettings, Reloadable, RunReport, SourceSpec};
 use super::publisher::MqttSettings;
 use super::replay::{Pacing, ReplayOptions};
 use super::sim::SimOptions;
@@ -17,7 +18,9 @@ use crate::seal::{KeyFileError, KeyPair, PublicKey};
 use crate::sim::SimConfig;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
 
 /// `run` or `keygen` failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,7 @@ impl ServiceError {
             ServiceError::Unavailable(_) => Exit::Unavailable,
             ServiceError::Daemon(daemon::DaemonError::Outbox(e)) => e.exit(),
             ServiceError::Daemon(daemon::DaemonError::Source(_)) => Exit::DataErr,
+            ServiceError::Daemon(daemon::DaemonError::Scanner(_)) => Exit::Unavailable,
             ServiceError::Daemon(_) => Exit::Software,
             ServiceError::Runtime(_) => Exit::Software,
         }
@@ -73,6 +77,56 @@ pub fn sim_start(now_unix_s: u64) -> u64 {
     today - 86_400 + 6 * 3_600
 }
 
+/// The simulated city of `scan.source = "sim"`: the `sim.city` file when set (a missing
+/// `start_unix_s` or `bluetrace_service_uuid` filled in as below), else the default city
+/// with `sim.seed`, `sim.phones` and `sim.hours`. The day starts at [`sim_start`]; BlueTrace
+/// phones advertise the first of `scan.bluetrace_service_uuids`. An unreadable or invalid
+/// city file is a configuration error naming `sim.city` and the file.
+pub fn sim_config(config: &GatewayConfig, now_unix_s: u64) -> Result<SimConfig, ServiceError> {
+    let uuid = config.scan.bluetrace_service_uuids.first().map_or_else(
+        || SimConfig::default().bluetrace_service_uuid,
+        |u| u.to_string(),
+    );
+    let s = &config.sim;
+    let Some(path) = &s.city else {
+        return Ok(SimConfig {
+            seed: s.seed,
+            phones: s.phones as usize,
+            hours: s.hours,
+            start_unix_s: sim_start(now_unix_s),
+            bluetrace_service_uuid: uuid,
+            ..SimConfig::default()
+        });
+    };
+    let problem = |message: String| {
+        ServiceError::Config(config::ConfigErrors {
+            problems: vec![config::ConfigProblem {
+                source: config.file.display().to_string(),
+                key: "sim.city".into(),
+                message,
+            }],
+        })
+    };
+    let text =
+        std::fs::read(path).map_err(|e| problem(format!("cannot read {}: {e}", path.display())))?;
+    let mut value: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| problem(format!("{} is not JSON: {e}", path.display())))?;
+    if let Some(fields) = value.as_object_mut() {
+        fields
+            .entry("start_unix_s")
+            .or_insert_with(|| sim_start(now_unix_s).into());
+        fields
+            .entry("bluetrace_service_uuid")
+            .or_insert_with(|| uuid.into());
+    }
+    serde_json::from_value(value).map_err(|e| {
+        problem(format!(
+            "{} is not a simulation config: {e}",
+            path.display()
+        ))
+    })
+}
+
 /// Resolves the daemon's settings from the configuration (reads the key and TLS files).
 pub fn settings(
     config: &GatewayConfig,
@@ -86,13 +140,13 @@ pub fn settings(
         crate::gateway::publisher::load_credentials(m.username.as_ref(), m.password.as_ref())
             .map_err(ServiceError::from)?;
     let source = match source.unwrap_or(&config.scan.source) {
-        ScanSource::Bluez => {
-            return Err(ServiceError::Unavailable(
-                "scan.source = \"bluez\": the BlueZ source is not part of this build yet; \
-                 use --source replay:PATH or --source sim"
-                    .into(),
-            ));
-        }
+        ScanSource::Bluez => SourceSpec::Bluez(BluezOptions {
+            adapter: config.scan.adapter.clone(),
+            power_on: config.scan.power_on,
+            max_devices: config.scan.max_devices as usize,
+            bluetrace_uuids: config.scan.bluetrace_service_uuids.clone(),
+            retry: Duration::from_secs(2),
+        }),
         ScanSource::Replay(path) => SourceSpec::Replay(ReplayOptions {
             path: path.clone(),
             pacing: if config.scan.replay_speed > 0.0 {
@@ -110,21 +164,7 @@ pub fn settings(
                 .map_or(0, |d| d.as_secs());
             let s = &config.sim;
             SourceSpec::Sim(SimOptions {
-                config: SimConfig {
-                    seed: s.seed,
-                    phones: s.phones as usize,
-                    hours: s.hours,
-                    start_unix_s: sim_start(now),
-                    bluetrace_service_uuid: config
-                        .scan
-                        .bluetrace_service_uuids
-                        .first()
-                        .map_or_else(
-                            || SimConfig::default().bluetrace_service_uuid,
-                            |u| u.to_string(),
-                        ),
-                    ..SimConfig::default()
-                },
+                config: sim_config(config, now)?,
                 venue: config.gateway.venue.clone(),
                 speed: s.speed,
                 ground_truth: s.ground_truth.clone(),
@@ -158,8 +198,93 @@ pub fn settings(
         },
         source,
         exit_when_delivered,
-        flush_deadline: Duration::from_secs(10),
+        flush_deadline: FLUSH_DEADLINE,
+        dbus_status: true,
     })
+}
+
+/// How long shutdown waits for receipts of the last batches.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The run-time part of a configuration.
+fn reloadable(config: &GatewayConfig) -> Reloadable {
+    Reloadable {
+        backoff: config.mqtt.resend,
+        outbox_options: config.outbox.options(),
+        flush_deadline: FLUSH_DEADLINE,
+    }
+}
+
+/// The settings that changed between two configurations but only apply after a restart.
+pub fn needs_restart(old: &GatewayConfig, new: &GatewayConfig) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut check = |differs: bool, what: &'static str| {
+        if differs {
+            changed.push(what);
+        }
+    };
+    check(old.gateway != new.gateway, "[gateway]");
+    check(old.authority != new.authority, "[authority]");
+    check(old.scan != new.scan, "[scan]");
+    check(old.sim != new.sim, "[sim]");
+    check(old.window != new.window, "[window]");
+    check(old.outbox.path != new.outbox.path, "outbox.path");
+    let mut mqtt = new.mqtt.clone();
+    mqtt.resend = old.mqtt.resend;
+    check(old.mqtt != mqtt, "[mqtt] (but resend_*)");
+    check(old.log.format != new.log.format, "log.format");
+    changed
+}
+
+/// Handles SIGHUP: re-reads the configuration; an invalid one is reported in full and
+/// changes nothing; a valid one applies its run-time settings (log level, resend schedule,
+/// outbox retention and quota) and names those that need a restart.
+async fn reload_loop(
+    path: PathBuf,
+    mut current: GatewayConfig,
+    logging: crate::process::Logging,
+    mut hup: mpsc::UnboundedReceiver<()>,
+    control: mpsc::UnboundedSender<Control>,
+) {
+    while hup.recv().await.is_some() {
+        let loaded = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || load_config(&path)).await
+        };
+        let new = match loaded {
+            Ok(Ok(new)) => new,
+            Ok(Err(e)) => {
+                error!(
+                    file = %path.display(),
+                    problems = %crate::exit::describe(&e),
+                    "configuration reload refused: the file is invalid; still running with the previous configuration"
+                );
+                let _ = control.send(Control::ReloadFailed);
+                continue;
+            }
+            Err(e) => {
+                error!(error = %e, "configuration reload failed");
+                let _ = control.send(Control::ReloadFailed);
+                continue;
+            }
+        };
+        if new.log.level != current.log.level {
+            if logging.set_level(new.log.level.as_str()) {
+                info!(level = new.log.level.as_str(), "log level changed");
+            } else {
+                warn!("log.level not changed: RUST_LOG overrides it");
+            }
+        }
+        let restart = needs_restart(&current, &new);
+        if !restart.is_empty() {
+            warn!(
+                changed = %restart.join(", "),
+                "changed settings that apply only after a restart (systemctl restart venuetrace-gateway)"
+            );
+        }
+        let _ = control.send(Control::Reload(reloadable(&new)));
+        current = new;
+    }
 }
 
 /// `venuetrace-gateway run`: runs the daemon until SIGTERM/SIGINT (or, with
@@ -170,7 +295,7 @@ pub fn run(
     exit_when_delivered: bool,
 ) -> Result<RunReport, ServiceError> {
     let config = load_config(config_path)?;
-    crate::process::init_logging(config.log.level.as_str(), config.log.format);
+    let logging = crate::process::init_logging(config.log.level.as_str(), config.log.format);
     let settings = settings(&config, source.as_ref(), exit_when_delivered)?;
     // Two worker threads: a Pi has four cores, and the work is one loop plus blocking SQLite.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -180,9 +305,22 @@ pub fn run(
         .map_err(ServiceError::Runtime)?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        let signals = tokio::spawn(crate::process::watch_signals(shutdown.clone()));
-        let report = daemon::run(settings, shutdown, None).await;
+        let (hup_tx, hup_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let signals = tokio::spawn(crate::process::watch_signals(
+            shutdown.clone(),
+            Some(hup_tx),
+        ));
+        let reloads = tokio::spawn(reload_loop(
+            config_path.to_owned(),
+            config,
+            logging,
+            hup_rx,
+            control_tx,
+        ));
+        let report = daemon::run_with(settings, shutdown, None, Some(control_rx)).await;
         signals.abort();
+        reloads.abort();
         Ok(report?)
     })
 }
@@ -228,5 +366,50 @@ mod tests {
         let day = 20_000 * 86_400u64;
         assert_eq!(sim_start(day), day - 86_400 + 21_600);
         assert_eq!(sim_start(day + 86_399), day - 86_400 + 21_600);
+    }
+
+    /// A `sim.city` file is the simulation: its venues, seed and shares are used, a missing
+    /// start is yesterday 06:00 UTC, and an unreadable or invalid file is a configuration
+    /// error naming `sim.city`, the file and what is wrong.
+    #[test]
+    fn sim_city_file_is_the_simulation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(
+            &file,
+            "[gateway]\nid = \"gw-1\"\nvenue = \"hammam-1\"\n[authority]\n\
+             public_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n\
+             [sim]\ncity = \"city.json\"\n",
+        )
+        .expect("gateway.toml");
+        let city = dir.path().join("city.json");
+        std::fs::write(
+            &city,
+            r#"{"seed": 7, "infected_share": 0.5, "venues": [{"id": "hammam-1",
+                "kind": "hammam", "arrivals_per_hour": 20, "mean_dwell_minutes": 60}]}"#,
+        )
+        .expect("city.json");
+        let config = config::load(&file, &[]).expect("configuration");
+        let now = 20_000 * 86_400 + 3_600;
+        let sim = sim_config(&config, now).expect("city");
+        assert_eq!(
+            (sim.seed, sim.infected_share, sim.venues[0].id.as_str()),
+            (7, 0.5, "hammam-1")
+        );
+        assert_eq!(sim.start_unix_s, sim_start(now));
+        assert_eq!(sim.phones, SimConfig::default().phones);
+        std::fs::write(&city, r#"{"sead": 7}"#).expect("city.json");
+        let err = sim_config(&config, now)
+            .expect_err("unknown field")
+            .to_string();
+        assert!(
+            err.contains("sim.city: ")
+                && err.contains("city.json is not a simulation config")
+                && err.contains("sead"),
+            "{err}"
+        );
+        std::fs::remove_file(&city).expect("remove");
+        let err = sim_config(&config, now).expect_err("missing").to_string();
+        assert!(err.contains("sim.city: cannot read "), "{err}");
     }
 }

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod bluez;
 pub mod mosquitto;
 pub mod responder;
 
