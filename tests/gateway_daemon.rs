@@ -93,7 +93,10 @@ async fn keygen_then_run_delivers_everything() {
             .args(["run", "--exit-when-delivered", "--config"])
             .arg(&config)
             // No system bus: the daemon runs anyway and says so once.
-            .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/venuetrace-test-bus")
+            .env(
+                "DBUS_SYSTEM_BUS_ADDRESS",
+                "unix:path=/nonexistent/venuetrace-test-bus",
+            )
             .output()
             .expect("run")
     })
