@@ -16,7 +16,8 @@
 //! message naming the adapter, and systemd restarts it. Per-device state is dropped when
 //! BlueZ removes the device (it forgets a phone ~30 s after its last advert, so rotating
 //! addresses do not accumulate); at most [`BluezOptions::max_devices`] are tracked.
-//! Shutdown stops discovery.
+//! Shutdown stops discovery. Losing the system bus itself ends the source with an error (the
+//! daemon exits and systemd restarts it).
 //!
 //! Privacy: device addresses stay in memory (in the [`Advert`] and the device map) and are
 //! never logged.
@@ -87,6 +88,9 @@ pub enum BluezError {
         /// The adapter.
         name: String,
     },
+    /// The system bus connection closed under a running scan (dbus-daemon stopped).
+    #[error("lost the D-Bus system bus connection")]
+    BusLost,
     /// A BlueZ call failed.
     #[error("Bluetooth adapter {name}: cannot {action}")]
     Call {
@@ -190,6 +194,7 @@ fn bump(counter: &AtomicU64) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ended {
     Cancelled,
+    BusLost,
     ReceiverClosed,
     BluezLost,
     AdapterRemoved,
@@ -343,6 +348,7 @@ pub async fn run_bluez(
                         stop_discovery(armed).await;
                         return Ok(());
                     }
+                    Ended::BusLost => return Err(BluezError::BusLost),
                     Ended::BluezLost => {
                         bump(&health.bluez_lost);
                         warn!(
@@ -375,7 +381,10 @@ pub async fn run_bluez(
                 }
                 tokio::select! {
                     () = cancel.cancelled() => return Ok(()),
-                    _ = owners.next() => {
+                    change = owners.next() => {
+                        if change.is_none() {
+                            return Err(BluezError::BusLost);
+                        }
                         // BlueZ (re)appeared: give it a moment to export its adapters.
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
@@ -497,10 +506,9 @@ async fn pump(
             () = tx.closed() => return Ended::ReceiverClosed,
             change = owners.next() => {
                 // Any owner change of org.bluez means the bluetoothd we armed is gone (a
-                // restart shows as old owner → "" → new owner, or one direct swap).
-                if change.is_some() {
-                    return Ended::BluezLost;
-                }
+                // restart shows as old owner → "" → new owner, or one direct swap). The
+                // stream ends only with the bus connection.
+                return if change.is_some() { Ended::BluezLost } else { Ended::BusLost };
             }
             event = armed.discovery.next() => match event {
                 None => {
