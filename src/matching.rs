@@ -3,8 +3,10 @@
 //! mode (GAEN v2), per venue instead of per phone.
 //!
 //! Owns the matching inputs ([`VenueSighting`], [`MatchKey`]), the risk model and its defaults
-//! ([`RiskConfig`]), the index over stored sightings ([`SightingIndex`]) and the results
-//! ([`ExposureEvent`], [`VenueHour`], [`MatchStats`] in a [`MatchReport`]). Pure: values in,
+//! ([`RiskConfig`]), the compact in-memory form of stored sightings ([`SightingTable`]), the
+//! index over them ([`DayPart`] per UTC day, assembled into a [`SightingIndex`]; [`DayCache`]
+//! keeps day parts between runs) and the results ([`ExposureEvent`], [`VenueHour`],
+//! [`MatchStats`] in a [`MatchReport`]). Pure: values in,
 //! values out; no I/O, no clock, no tokio, no SQL. Reading sightings and keys from the store,
 //! storing events, incremental reruns and presenting results are the authority's; the crypto is
 //! [`crate::crypto`]'s and the hash join's data structure is [`crate::rpi_index`]'s.
@@ -18,8 +20,10 @@
 //!    intervals of *i* (the Cryptography Specification's ±2 h; clock skew between phone and
 //!    gateway). Only the key's own intervals are derived: a phone never broadcasts another one.
 //!    The index is split by UTC day of the sightings' windows, so each part is smaller and a
-//!    key is only looked up in the parts its intervals ± 2 h can reach (its day, and the first
-//!    or last 12 intervals in the neighbouring days). Keys are processed in rolling-start order,
+//!    key is only looked up in the days its intervals ± 2 h can reach (its day, and the first
+//!    or last 12 intervals in the neighbouring days; which intervals is decided per day, from
+//!    the whole day's observed minutes, so a day split into several parts finds the same).
+//!    Keys are processed in rolling-start order,
 //!    so consecutive keys hit the same (cache-warm) part; the keys are split into contiguous
 //!    chunks over `threads` threads (`std::thread::scope`).
 //! 2. **Metadata.** A hit's AEM is decrypted with the key's AEMK and the RPI; a version that is
@@ -66,13 +70,14 @@
 //!
 //! # Cost
 //!
-//! `benches/matching.rs` (100 k keys, 10 M sightings over 2 days, 1 % of the derived RPIs
-//! stored; figures in docs/performance.md): the join runs at the index's speed, ~1 M keys/s
-//! on 2 threads (~160 M derived-RPI lookups/s); each matched sighting then costs ~1–1.5 µs
-//! (decrypt, windows, venue hour, co-presence). 3 M keys against 1e8 sightings extrapolate to
-//! ~3 s of join plus the per-match work: 8–10 s at that (heavy) 1 % match rate. Building the
-//! index is the slow part (sorting; ~2 s per 10 M sightings on 2 threads), so it is built once
-//! per set of sightings (a day part can be built when its day's batches are in), not per run.
+//! Measured at full scale by `examples/match_scale.rs` (figures in docs/performance.md, M3):
+//! 3 M keys against 1e8 sightings over 21 days on 2 threads in 4.1–4.6 s (0.25 % of the
+//! derived RPIs found; 7.5–8.7 s at 0.72 %), of which ~2.8 s is the join at the index's speed
+//! (~140 M derived-RPI lookups/s) and the rest the per-match work (decrypt, windows, venue
+//! hours, co-presence: 1.4–1.9 µs per matched sighting). Memory: ~96 bytes per sighting for
+//! the compact table (40-byte row, ~7 minutes of 8 bytes) and ~42 for its index: ~14 GB at
+//! 1e8. Building the index takes 13–17 s for 1e8 on 2 threads, so it is built once per day
+//! and kept ([`DayCache`]), not per run.
 //!
 //! Privacy: no RPI, key or AEM appears in any output; events name a key by its store row id.
 //! Determinism: the same inputs give the same report, byte for byte, whatever the thread count.
@@ -80,10 +85,12 @@
 use crate::aggregate::MinuteRssi;
 use crate::crypto::{Aem, Enin, INTERVALS_PER_DAY, Rpi};
 use crate::export::{DiagnosisKey, ReportType};
-use crate::rpi_index::RpiIndex;
+use crate::rpi_index::{RpiIndex, TooManyRows};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Days-since-onset values the infectiousness map covers: −14 ..= 14 (as in
@@ -93,6 +100,9 @@ const FIRST_ONSET_DAY: i32 = -14;
 /// Keys derived into one probe buffer: 256 × 144 RPIs = 590 KB, inside a core's L2 (measured
 /// in `benches/rpi_lookup.rs`).
 const BATCH_KEYS: usize = 256;
+/// Pieces of a probe buffer at least this long on average are looked up where they are rather
+/// than copied together: the index looks probes up in chunks of 64.
+const LONG_PIECE: usize = 64;
 
 // ---------------------------------------------------------------------------------------------
 // Inputs.
@@ -593,111 +603,506 @@ pub fn match_keys(
 }
 
 // ---------------------------------------------------------------------------------------------
-// The sighting index.
+// Compact sighting storage.
 
-/// The stored sightings indexed for matching: per UTC day of their windows, an [`RpiIndex`]
-/// over their RPIs and their rows ordered by (venue, window start) for the co-presence counts.
-/// Borrows the sightings, so it cannot be used with others. Build it once per set of stored
-/// sightings (e.g. per day as that day's batches complete) and match any number of key sets.
-pub struct SightingIndex<'a> {
-    sightings: &'a [VenueSighting],
-    parts: Vec<Part>,
-    /// Most intervals one sighting's minutes span (1 for 10-minute windows).
-    max_span_intervals: u32,
+/// Most intervals a sighting's minutes can reach past its window start, plus one: minute
+/// offsets are a `u8` (at most 255 minutes, 25 intervals, after the window start). Only the
+/// minutes count as observations, whatever the window's length; the authority's matching
+/// driver relies on this bound to know which days a key can reach.
+pub const MAX_SPAN_INTERVALS: u32 = 26;
+
+/// The fixed-size fields of a stored sighting: everything but its per-minute RSSI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SightingHeader {
+    /// The store's venue number.
+    pub venue: u32,
+    /// First interval of the window.
+    pub window_start: Enin,
+    /// Window length, minutes.
+    pub window_minutes: u32,
+    /// The RPI heard.
+    pub rpi: Rpi,
+    /// Its AEM, as first heard in the window.
+    pub aem: Aem,
+    /// The gateway's receiver calibration, dB, added to every RSSI.
+    pub rssi_calibration_db: i32,
 }
 
-struct Part {
+/// One row of a [`SightingTable`]: 40 bytes.
+#[derive(Clone, Copy)]
+struct Row {
+    header: SightingHeader,
+    /// End of the row's minutes in the table's arena; they start where the previous row's end.
+    minutes_end: u32,
+}
+
+/// Sightings stored compactly, as matching keeps them in memory: one fixed-size row per
+/// sighting (40 bytes) and one arena holding every row's per-minute RSSI back to back (8 bytes a
+/// minute). A `Vec<VenueSighting>` costs 64 bytes a row plus one heap block per row for its
+/// minutes (≥ 32 bytes with the allocator's header); at 1e8 sightings the difference is
+/// several GB, and the table is two allocations instead of 1e8.
+///
+/// Rows keep the order they were pushed in.
+#[derive(Clone, Default)]
+pub struct SightingTable {
+    rows: Vec<Row>,
+    minutes: Vec<MinuteRssi>,
+}
+
+impl fmt::Debug for SightingTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SightingTable")
+            .field("rows", &self.rows.len())
+            .field("minutes", &self.minutes.len())
+            .finish()
+    }
+}
+
+/// One sighting of a [`SightingTable`], borrowed from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SightingRef<'a> {
+    /// Venue, window, RPI, AEM and calibration.
+    pub header: SightingHeader,
+    /// Per-minute RSSI statistics, by minute offset from the window start.
+    pub minutes: &'a [MinuteRssi],
+}
+
+impl SightingRef<'_> {
+    /// The sighting as an owned [`VenueSighting`].
+    pub fn to_sighting(&self) -> VenueSighting {
+        let h = &self.header;
+        VenueSighting {
+            venue: h.venue,
+            window_start: h.window_start,
+            window_minutes: h.window_minutes,
+            rpi: h.rpi,
+            aem: h.aem,
+            rssi_calibration_db: h.rssi_calibration_db,
+            minutes: self.minutes.to_vec(),
+        }
+    }
+
+    /// Intervals the minutes reach past the window start, plus one (1 without minutes).
+    fn span_intervals(&self) -> u32 {
+        self.minutes
+            .iter()
+            .map(|m| u32::from(m.minute) / 10 + 1)
+            .max()
+            .unwrap_or(1)
+    }
+}
+
+impl SightingTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty table with room for `rows` sightings and `minutes` minutes in all.
+    pub fn with_capacity(rows: usize, minutes: usize) -> Self {
+        Self {
+            rows: Vec::with_capacity(rows),
+            minutes: Vec::with_capacity(minutes),
+        }
+    }
+
+    /// Appends one sighting.
+    ///
+    /// # Panics
+    /// When the table would hold 2^32 minutes or more (the arena's offsets are `u32`: 32 GiB
+    /// of minutes; the authority fills one table per UTC day).
+    pub fn push(&mut self, header: SightingHeader, minutes: impl IntoIterator<Item = MinuteRssi>) {
+        self.minutes.extend(minutes);
+        let end = u32::try_from(self.minutes.len())
+            .expect("fewer than 2^32 minutes per table (one UTC day of sightings is far less)");
+        self.rows.push(Row {
+            header,
+            minutes_end: end,
+        });
+    }
+
+    /// Appends a copy of `sighting`.
+    pub fn push_sighting(&mut self, sighting: &VenueSighting) {
+        self.push(
+            SightingHeader {
+                venue: sighting.venue,
+                window_start: sighting.window_start,
+                window_minutes: sighting.window_minutes,
+                rpi: sighting.rpi,
+                aem: sighting.aem,
+                rssi_calibration_db: sighting.rssi_calibration_db,
+            },
+            sighting.minutes.iter().copied(),
+        );
+    }
+
+    /// Appends every row of `other`, in order.
+    ///
+    /// # Panics
+    /// As [`push`](Self::push).
+    pub fn extend_from(&mut self, other: &SightingTable) {
+        self.rows.reserve(other.rows.len());
+        self.minutes.reserve(other.minutes.len());
+        for s in other.iter() {
+            self.push(s.header, s.minutes.iter().copied());
+        }
+    }
+
+    /// Number of sightings.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether the table holds no sighting.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Minutes stored over all sightings.
+    pub fn minutes_len(&self) -> usize {
+        self.minutes.len()
+    }
+
+    /// Sighting number `row`, if there is one.
+    pub fn get(&self, row: usize) -> Option<SightingRef<'_>> {
+        let r = self.rows.get(row)?;
+        let start = match row {
+            0 => 0,
+            _ => self.rows[row - 1].minutes_end as usize,
+        };
+        Some(SightingRef {
+            header: r.header,
+            minutes: &self.minutes[start..r.minutes_end as usize],
+        })
+    }
+
+    /// Sighting number `row` of a row id known to be in range (matching's own ids).
+    #[inline]
+    fn at(&self, row: u32) -> SightingRef<'_> {
+        let row = row as usize;
+        let start = match row {
+            0 => 0,
+            _ => self.rows[row - 1].minutes_end as usize,
+        };
+        let r = &self.rows[row];
+        SightingRef {
+            header: r.header,
+            minutes: &self.minutes[start..r.minutes_end as usize],
+        }
+    }
+
+    /// The sightings, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = SightingRef<'_>> + '_ {
+        (0..self.rows.len() as u32).map(|row| self.at(row))
+    }
+
+    /// Bytes of memory the table holds (its capacity).
+    pub fn memory_bytes(&self) -> usize {
+        self.rows.capacity() * std::mem::size_of::<Row>()
+            + self.minutes.capacity() * std::mem::size_of::<MinuteRssi>()
+    }
+
+    /// Releases unused capacity.
+    pub fn shrink_to_fit(&mut self) {
+        self.rows.shrink_to_fit();
+        self.minutes.shrink_to_fit();
+    }
+}
+
+impl FromIterator<VenueSighting> for SightingTable {
+    fn from_iter<I: IntoIterator<Item = VenueSighting>>(iter: I) -> Self {
+        let mut table = SightingTable::new();
+        for s in iter {
+            table.push_sighting(&s);
+        }
+        table
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sighting index.
+
+/// An index part or a whole index cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndexError {
+    /// A day part was given a sighting of another day.
+    #[error("sighting {row} has its window on UTC day {found}, not on day {day} of its part")]
+    OtherDay {
+        /// The part's day (days since the Unix epoch).
+        day: u32,
+        /// The row.
+        row: usize,
+        /// The row's day.
+        found: u32,
+    },
+    /// More sightings than row ids can address.
+    #[error("cannot index {0} sightings: at most {max} per index", max = u32::MAX - 1)]
+    TooManyRows(usize),
+}
+
+impl From<TooManyRows> for IndexError {
+    fn from(e: TooManyRows) -> Self {
+        IndexError::TooManyRows(e.0)
+    }
+}
+
+/// One UTC day's sightings (all of them, or a share: a day can be made of several parts),
+/// owned and indexed for matching: an [`RpiIndex`] over their RPIs, the day's observation
+/// range, and the rows ordered by (venue, window start) for the co-presence counts. Immutable
+/// once built; shared between indexes and matching runs through `Arc`, so the authority can
+/// build a day once and keep it (see [`DayCache`]).
+pub struct DayPart {
     day: u32,
-    /// Observation intervals of the part's minutes, inclusive.
+    table: SightingTable,
+    index: RpiIndex,
+    /// Observation intervals of the part's minutes, inclusive (empty: `obs_lo > obs_hi`).
     obs_lo: u32,
     obs_hi: u32,
-    /// Sighting rows, ascending; the index's row ids are positions in this list.
-    rows: Vec<u32>,
-    index: RpiIndex,
-    /// The same rows ordered by (venue, window start, row).
+    /// Most intervals one row's minutes span.
+    max_span: u32,
+    /// The rows ordered by (venue, window start, row).
     by_window: Vec<u32>,
     /// One entry per distinct (venue, window start): its key `venue << 32 | start` and where
     /// its rows begin in `by_window`, by key (searched without touching the sightings).
     windows: Vec<(u64, u32)>,
 }
 
-impl fmt::Debug for SightingIndex<'_> {
+impl fmt::Debug for DayPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DayPart")
+            .field("day", &self.day)
+            .field("sightings", &self.table.len())
+            .finish()
+    }
+}
+
+impl DayPart {
+    /// Indexes `table`, whose sightings must all have their window on UTC day `day` (days
+    /// since the Unix epoch: `window_start / 144`).
+    pub fn build(day: u32, mut table: SightingTable) -> Result<Self, IndexError> {
+        table.shrink_to_fit();
+        let mut rpis: Vec<Rpi> = Vec::with_capacity(table.len());
+        let (mut obs_lo, mut obs_hi, mut max_span) = (u32::MAX, 0, 1);
+        let mut keyed: Vec<(u64, u32)> = Vec::with_capacity(table.len());
+        for (row, s) in table.iter().enumerate() {
+            let start = s.header.window_start.0;
+            if start / INTERVALS_PER_DAY != day {
+                return Err(IndexError::OtherDay {
+                    day,
+                    row,
+                    found: start / INTERVALS_PER_DAY,
+                });
+            }
+            let span = s.span_intervals();
+            max_span = max_span.max(span);
+            obs_lo = obs_lo.min(start);
+            obs_hi = obs_hi.max(start.saturating_add(span - 1));
+            rpis.push(s.header.rpi);
+            keyed.push((window_key(s.header.venue, start), row as u32));
+        }
+        let index = RpiIndex::build(&rpis)?;
+        drop(rpis);
+        keyed.sort_unstable();
+        let mut windows: Vec<(u64, u32)> = Vec::new();
+        for (i, &(key, _)) in keyed.iter().enumerate() {
+            if windows.last().is_none_or(|w| w.0 != key) {
+                windows.push((key, i as u32));
+            }
+        }
+        windows.shrink_to_fit();
+        Ok(Self {
+            day,
+            obs_lo,
+            obs_hi,
+            max_span,
+            by_window: keyed.into_iter().map(|(_, row)| row).collect(),
+            windows,
+            table,
+            index,
+        })
+    }
+
+    /// One part holding the rows of `parts` (of one day), in order: to merge the small parts
+    /// a day accumulates as batches arrive.
+    pub fn merge(parts: &[&DayPart]) -> Result<Self, IndexError> {
+        let Some(first) = parts.first() else {
+            return DayPart::build(0, SightingTable::new());
+        };
+        let rows = parts.iter().map(|p| p.len()).sum();
+        let minutes = parts.iter().map(|p| p.table.minutes_len()).sum();
+        let mut table = SightingTable::with_capacity(rows, minutes);
+        for p in parts {
+            table.extend_from(&p.table);
+        }
+        DayPart::build(first.day, table)
+    }
+
+    /// The UTC day (days since the Unix epoch).
+    pub fn day(&self) -> u32 {
+        self.day
+    }
+
+    /// Number of sightings.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether the part holds no sighting.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// The sightings.
+    pub fn table(&self) -> &SightingTable {
+        &self.table
+    }
+
+    /// Bytes of memory the part holds: sightings and index.
+    pub fn memory_bytes(&self) -> usize {
+        self.table.memory_bytes()
+            + self.index.memory_bytes()
+            + self.by_window.capacity() * 4
+            + self.windows.capacity() * std::mem::size_of::<(u64, u32)>()
+    }
+}
+
+/// The stored sightings indexed for matching, as [`DayPart`]s: per UTC day of their windows,
+/// one or more parts. Owns its parts (shared through `Arc`). Build it once per set of stored
+/// sightings and match any number of key sets; the authority keeps day parts between runs
+/// ([`DayCache`]) and assembles an index of the days a run needs.
+///
+/// Results depend only on the sightings of each day, not on how a day is split into parts:
+/// which of a key's intervals are looked up in a day depends on the whole day's observation
+/// range, and each part of the day is probed with the same intervals.
+pub struct SightingIndex {
+    /// By day; a day's parts in the order given.
+    parts: Vec<Arc<DayPart>>,
+    /// Row id of each part's first sighting: row ids number the sightings of all parts.
+    bases: Vec<u32>,
+    rows: usize,
+    /// The days with parts, ascending.
+    days: Vec<DaySpan>,
+    /// Most intervals one sighting's minutes span (1 for 10-minute windows).
+    max_span_intervals: u32,
+}
+
+/// One UTC day of a [`SightingIndex`]: its parts and their observation range.
+struct DaySpan {
+    day: u32,
+    obs_lo: u32,
+    obs_hi: u32,
+    parts: std::ops::Range<usize>,
+}
+
+impl fmt::Debug for SightingIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SightingIndex")
-            .field("sightings", &self.sightings.len())
+            .field("sightings", &self.rows)
+            .field("days", &self.days.len())
             .field("parts", &self.parts.len())
             .finish()
     }
 }
 
-/// Intervals a sighting's minutes reach past its window start, plus one.
-fn span_intervals(s: &VenueSighting) -> u32 {
-    let last_minute = s.minutes.iter().map(|m| u32::from(m.minute) + 1).max();
-    last_minute
-        .unwrap_or(0)
-        .max(s.window_minutes)
-        .div_ceil(10)
-        .max(1)
-}
-
-impl<'a> SightingIndex<'a> {
-    /// Indexes `sightings`, building the day parts on up to `threads` threads.
+impl SightingIndex {
+    /// Indexes `sightings`, one part per UTC day, building the parts on up to `threads`
+    /// threads. The sightings are copied into compact tables.
     ///
     /// # Panics
     /// With 2^32 − 1 sightings or more (row ids are `u32`; that many would take over 250 GB).
-    pub fn build(sightings: &'a [VenueSighting], threads: usize) -> Self {
+    pub fn build(sightings: &[VenueSighting], threads: usize) -> Self {
         assert!(
             sightings.len() < u32::MAX as usize,
             "at most 2^32 - 1 sightings per index (row ids are u32)"
         );
-        let mut by_day: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        // Sightings usually come grouped by window: collect runs of one day, then file them.
-        let mut run: (Option<u32>, Vec<u32>) = (None, Vec::new());
-        for (row, s) in sightings.iter().enumerate() {
-            let day = s.window_start.0 / INTERVALS_PER_DAY;
-            if run.0 != Some(day) {
-                if let Some(d) = run.0 {
-                    by_day.entry(d).or_default().append(&mut run.1);
-                }
-                run.0 = Some(day);
-            }
-            run.1.push(row as u32);
+        let mut by_day: BTreeMap<u32, SightingTable> = BTreeMap::new();
+        for s in sightings {
+            by_day
+                .entry(s.window_start.0 / INTERVALS_PER_DAY)
+                .or_default()
+                .push_sighting(s);
         }
-        if let Some(d) = run.0 {
-            by_day.entry(d).or_default().append(&mut run.1);
-        }
-        let days: Vec<(u32, Vec<u32>)> = by_day.into_iter().collect();
-        let parts = parallel_map(&days, threads, |(day, rows)| {
-            Part::build(sightings, *day, rows.clone())
+        let parts = parallel_map_owned(by_day.into_iter().collect(), threads, |(day, table)| {
+            DayPart::build(day, table)
         });
-        let max_span_intervals = sightings.iter().map(span_intervals).max().unwrap_or(1);
-        Self {
-            sightings,
-            parts,
-            max_span_intervals,
+        let parts = parts
+            .into_iter()
+            .map(|p| p.map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(SightingIndex::from_parts);
+        // Rows were grouped by their own day and counted below u32::MAX above.
+        parts.expect("sightings grouped by day, fewer than u32::MAX")
+    }
+
+    /// An index over `parts`, in any order (they are ordered by day; a day's parts keep their
+    /// relative order).
+    pub fn from_parts(parts: impl IntoIterator<Item = Arc<DayPart>>) -> Result<Self, IndexError> {
+        let mut parts: Vec<Arc<DayPart>> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+        parts.sort_by_key(|p| p.day);
+        let rows: usize = parts.iter().map(|p| p.len()).sum();
+        if rows >= u32::MAX as usize {
+            return Err(IndexError::TooManyRows(rows));
         }
+        let mut bases = Vec::with_capacity(parts.len());
+        let mut base = 0u32;
+        let mut days: Vec<DaySpan> = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            bases.push(base);
+            base += p.len() as u32;
+            match days.last_mut() {
+                Some(d) if d.day == p.day => {
+                    d.obs_lo = d.obs_lo.min(p.obs_lo);
+                    d.obs_hi = d.obs_hi.max(p.obs_hi);
+                    d.parts.end = i + 1;
+                }
+                _ => days.push(DaySpan {
+                    day: p.day,
+                    obs_lo: p.obs_lo,
+                    obs_hi: p.obs_hi,
+                    parts: i..i + 1,
+                }),
+            }
+        }
+        let max_span_intervals = parts.iter().map(|p| p.max_span).max().unwrap_or(1);
+        Ok(Self {
+            parts,
+            bases,
+            rows,
+            days,
+            max_span_intervals,
+        })
     }
 
-    /// The indexed sightings.
-    pub fn sightings(&self) -> &'a [VenueSighting] {
-        self.sightings
+    /// Number of sightings indexed.
+    pub fn len(&self) -> usize {
+        self.rows
     }
 
-    /// Number of index parts (UTC days with sightings).
+    /// Whether no sighting is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Number of index parts.
     pub fn parts(&self) -> usize {
         self.parts.len()
     }
 
-    /// Bytes of memory the index holds (not counting the sightings).
+    /// Number of UTC days with sightings.
+    pub fn days(&self) -> usize {
+        self.days.len()
+    }
+
+    /// Bytes of memory the index's parts hold: sightings and index.
     pub fn memory_bytes(&self) -> usize {
-        self.parts
-            .iter()
-            .map(|p| {
-                p.index.memory_bytes()
-                    + (p.rows.len() + p.by_window.len()) * 4
-                    + p.windows.len() * std::mem::size_of::<(u64, u32)>()
-            })
-            .sum()
+        self.parts.iter().map(|p| p.memory_bytes()).sum()
+    }
+
+    /// The sighting of row id `row` (from a lookup: in range).
+    #[inline]
+    fn sighting(&self, row: u32) -> SightingRef<'_> {
+        let p = self.bases.partition_point(|&b| b <= row) - 1;
+        self.parts[p].table.at(row - self.bases[p])
     }
 
     /// Matches `keys` against the indexed sightings on up to `threads` threads. See the module
@@ -749,7 +1154,7 @@ impl<'a> SightingIndex<'a> {
         });
 
         let mut events = Vec::new();
-        let mut matched = RowSet::new(self.sightings.len());
+        let mut matched = RowSet::new(self.rows);
         for out in outs {
             stats.add(&out.stats);
             events.extend(out.events);
@@ -798,15 +1203,15 @@ impl<'a> SightingIndex<'a> {
                     .derive_into(Enin(plan.first), &mut rpis[offset..]);
                 offsets.push(offset);
             }
-            for part in &self.parts {
-                // Which of each key's intervals can have been observed in this part's minutes.
+            for span in &self.days {
+                // Which of each key's intervals can have been observed in this day's minutes.
                 pieces.clear();
                 let mut total = 0usize;
                 for (k, plan) in batch.iter().enumerate() {
                     let first = u64::from(plan.first);
                     let last = first + u64::from(plan.len) - 1;
-                    let lo = first.max(u64::from(part.obs_lo).saturating_sub(u64::from(tol)));
-                    let hi = last.min(u64::from(part.obs_hi) + u64::from(tol));
+                    let lo = first.max(u64::from(span.obs_lo).saturating_sub(u64::from(tol)));
+                    let hi = last.min(u64::from(span.obs_hi) + u64::from(tol));
                     if lo > hi {
                         continue;
                     }
@@ -824,28 +1229,47 @@ impl<'a> SightingIndex<'a> {
                     continue;
                 }
                 stats.probes += total as u64;
-                // Every key wholly relevant (the usual case): probe the buffer in place.
-                let probes: &[Rpi] = if total == rpis.len() {
-                    &rpis
-                } else {
+                // Every key wholly relevant: probe the buffer in place. Long pieces (most of a
+                // key's day, when the day was not observed around the clock) are probed where
+                // they are too: copying them would cost a tenth of their lookups. Short ones
+                // (the few intervals a neighbouring day can hold) are gathered into one buffer,
+                // so that the lookups keep whole batches of cache misses in flight.
+                let whole = total == rpis.len();
+                let long = !whole && total >= pieces.len() * LONG_PIECE;
+                if !whole && !long {
                     probe_buf.clear();
                     for piece in &pieces {
                         probe_buf.extend_from_slice(&rpis[piece.from..piece.from + piece.len]);
                     }
-                    &probe_buf
-                };
-                part.index.lookup_batch(probes, |pos, rows| {
-                    let at = pieces.partition_point(|p| p.probe_start <= pos) - 1;
-                    let piece = &pieces[at];
-                    let interval = piece.first_interval + (pos - piece.probe_start) as u32;
-                    for &r in rows {
-                        hits.push(Hit {
-                            plan: piece.plan as u32,
-                            row: part.rows[r as usize],
-                            interval,
+                }
+                // Every part of the day with the same probes: how a day is split into parts does
+                // not change what is found.
+                for p in span.parts.clone() {
+                    let (index, base) = (&self.parts[p].index, self.bases[p]);
+                    let mut found = |piece: &Piece, offset: usize, rows: &[u32]| {
+                        let interval = piece.first_interval + offset as u32;
+                        for &r in rows {
+                            hits.push(Hit {
+                                plan: piece.plan as u32,
+                                row: base + r,
+                                interval,
+                            });
+                        }
+                    };
+                    if long {
+                        for piece in &pieces {
+                            let probes = &rpis[piece.from..piece.from + piece.len];
+                            index.lookup_batch(probes, |pos, rows| found(piece, pos, rows));
+                        }
+                    } else {
+                        let probes: &[Rpi] = if whole { &rpis } else { &probe_buf };
+                        index.lookup_batch(probes, |pos, rows| {
+                            let piece =
+                                &pieces[pieces.partition_point(|p| p.probe_start <= pos) - 1];
+                            found(piece, pos - piece.probe_start, rows);
                         });
                     }
-                });
+                }
             }
         }
 
@@ -891,12 +1315,12 @@ impl<'a> SightingIndex<'a> {
         let aemk = key.key.tek.aemk();
         let tol = i64::from(config.tolerance_intervals);
         for hit in hits {
-            let s = &self.sightings[hit.row as usize];
+            let SightingRef { header: s, minutes } = self.sighting(hit.row);
             let in_tolerance = |m: &MinuteRssi| {
                 let observed = i64::from(s.window_start.0) + i64::from(m.minute / 10);
                 (observed - i64::from(hit.interval)).abs() <= tol
             };
-            if !s.minutes.iter().any(in_tolerance) {
+            if !minutes.iter().any(in_tolerance) {
                 stats.out_of_tolerance += 1;
                 continue;
             }
@@ -908,7 +1332,7 @@ impl<'a> SightingIndex<'a> {
             let tx = i64::from(metadata.tx_power_dbm);
             let cal = i64::from(s.rssi_calibration_db);
             let attenuation = |rssi: i8| (tx - (i64::from(rssi) + cal)).clamp(0, 255) as u8;
-            for m in s.minutes.iter().filter(|m| in_tolerance(m)) {
+            for m in minutes.iter().filter(|m| in_tolerance(m)) {
                 obs.push(Obs {
                     venue: s.venue,
                     interval: hit.interval,
@@ -1095,9 +1519,16 @@ impl<'a> SightingIndex<'a> {
             let mut out = Vec::with_capacity(chunk.len());
             let mut cursors = vec![0usize; self.parts.len()];
             let mut starts: Vec<u32> = Vec::new();
+            // (RPI, the exposure minutes of the hour one sighting of it was heard in).
             let mut heard: Vec<(Rpi, u64)> = Vec::new();
-            for &(venue, _, from, to) in *chunk {
+            for &(venue, hour, from, to) in *chunk {
                 let here = &exposure[from..to];
+                // The exposure minutes of the hour, one bit each (tested once per stored minute
+                // of every sighting in their windows: the inner loop of co-presence).
+                let first_minute = hour * 60;
+                let exposed = here.iter().fold(0u64, |mask, &(_, minute)| {
+                    mask | 1 << (minute - first_minute)
+                });
                 // The windows that can hold these minutes.
                 starts.clear();
                 for &(_, minute) in here {
@@ -1108,23 +1539,32 @@ impl<'a> SightingIndex<'a> {
                 starts.dedup();
                 heard.clear();
                 for &start in &starts {
-                    self.window_rows(&mut cursors, venue, start, |row| {
+                    self.window_rows(&mut cursors, venue, start, |row, s| {
                         if matched.contains(row) {
                             return;
                         }
-                        let s = &self.sightings[row as usize];
-                        for m in &s.minutes {
+                        let mut minutes = 0u64;
+                        for m in s.minutes {
                             let minute = u64::from(start) * 10 + u64::from(m.minute);
-                            if here.binary_search(&(venue, minute)).is_ok() {
-                                heard.push((s.rpi, minute));
+                            let offset = minute.wrapping_sub(first_minute);
+                            if offset < 60 {
+                                minutes |= exposed & (1 << offset);
                             }
+                        }
+                        if minutes != 0 {
+                            heard.push((s.header.rpi, minutes));
                         }
                     });
                 }
-                heard.sort_unstable();
-                heard.dedup();
-                let rpis = heard.chunk_by(|a, b| a.0 == b.0).count();
-                out.push((rpis as u32, heard.len() as u32));
+                // Distinct RPIs, and distinct (RPI, minute) pairs: an RPI heard by several
+                // gateways counts once, and each of its minutes once.
+                heard.sort_unstable_by_key(|h| h.0);
+                let (mut rpis, mut rpi_minutes) = (0u32, 0u32);
+                for same in heard.chunk_by(|a, b| a.0 == b.0) {
+                    rpis += 1;
+                    rpi_minutes += same.iter().fold(0u64, |m, h| m | h.1).count_ones();
+                }
+                out.push((rpis, rpi_minutes));
             }
             out
         })
@@ -1163,22 +1603,23 @@ impl<'a> SightingIndex<'a> {
             .collect()
     }
 
-    /// Calls `each` with the rows of `venue`'s window starting at `start`. `cursors` (one per
-    /// part, from 0) make increasing queries cheap; a query below the last one restarts the
-    /// search.
+    /// Calls `each` with the row ids and sightings of `venue`'s window starting at `start`, in
+    /// every part of its day. `cursors` (one per part, from 0) make increasing queries cheap; a
+    /// query below the last one restarts the search.
     fn window_rows(
         &self,
         cursors: &mut [usize],
         venue: u32,
         start: u32,
-        mut each: impl FnMut(u32),
+        mut each: impl FnMut(u32, SightingRef<'_>),
     ) {
         let key = window_key(venue, start);
         let day = start / INTERVALS_PER_DAY;
-        for (part, at) in self.parts.iter().zip(cursors) {
-            if part.day != day {
-                continue;
-            }
+        let Ok(d) = self.days.binary_search_by_key(&day, |d| d.day) else {
+            return;
+        };
+        for p in self.days[d].parts.clone() {
+            let (part, at) = (&self.parts[p], &mut cursors[p]);
             // Valid while every window before the cursor is below `key`.
             if *at > 0 && part.windows.get(*at - 1).is_some_and(|w| w.0 >= key) {
                 *at = 0;
@@ -1195,41 +1636,207 @@ impl<'a> SightingIndex<'a> {
                 .get(*at + 1)
                 .map_or(part.by_window.len(), |w| w.1 as usize);
             for &row in &part.by_window[from as usize..to] {
-                each(row);
+                each(self.bases[p] + row, part.table.at(row));
             }
         }
     }
 }
 
-impl Part {
-    fn build(sightings: &[VenueSighting], day: u32, rows: Vec<u32>) -> Part {
-        let rpis: Vec<Rpi> = rows.iter().map(|&r| sightings[r as usize].rpi).collect();
-        let index = RpiIndex::build(&rpis)
-            .expect("a part has fewer rows than the whole index, checked below u32::MAX in build");
-        let (mut obs_lo, mut obs_hi) = (u32::MAX, 0);
-        let mut keyed: Vec<(u64, u32)> = Vec::with_capacity(rows.len());
-        for &row in &rows {
-            let s = &sightings[row as usize];
-            obs_lo = obs_lo.min(s.window_start.0);
-            obs_hi = obs_hi.max(s.window_start.0.saturating_add(span_intervals(s) - 1));
-            keyed.push((window_key(s.venue, s.window_start.0), row));
+// ---------------------------------------------------------------------------------------------
+// Day parts kept between runs.
+
+/// [`DayPart`]s kept between matching runs, by UTC day, within a memory budget: what lets the
+/// authority's daemon build each day's index once and extend it as batches arrive, instead of
+/// reading and indexing every sighting again each minute.
+///
+/// A day is a list of parts. [`append`](Self::append) adds the newly stored sightings of a day
+/// as a new (small) part and merges parts so that each is at least twice the size of the next:
+/// a day that receives batches every minute has at most ~log₂(rows) parts, and each sighting is
+/// re-indexed about that many times over the day. Lookups in a small part cost little (its
+/// filter stays in cache).
+///
+/// Pure bookkeeping: what to load, when the store changed and what to evict are the caller's
+/// decisions; [`evict`](Self::evict) offers least-recently-used eviction down to the budget.
+#[derive(Debug)]
+pub struct DayCache {
+    days: BTreeMap<u32, CachedDay>,
+    budget_bytes: usize,
+    clock: u64,
+}
+
+#[derive(Debug)]
+struct CachedDay {
+    parts: Vec<Arc<DayPart>>,
+    /// Batches the day's sightings came from (the caller's count, to check against its store).
+    batches: u64,
+    last_used: u64,
+}
+
+impl CachedDay {
+    fn rows(&self) -> u64 {
+        self.parts.iter().map(|p| p.len() as u64).sum()
+    }
+
+    fn bytes(&self) -> usize {
+        self.parts.iter().map(|p| p.memory_bytes()).sum()
+    }
+}
+
+impl DayCache {
+    /// An empty cache that [`evict`](Self::evict) keeps within `budget_bytes`.
+    pub fn new(budget_bytes: usize) -> Self {
+        Self {
+            days: BTreeMap::new(),
+            budget_bytes,
+            clock: 0,
         }
-        keyed.sort_unstable();
-        let mut windows: Vec<(u64, u32)> = Vec::new();
-        for (i, &(key, _)) in keyed.iter().enumerate() {
-            if windows.last().is_none_or(|w| w.0 != key) {
-                windows.push((key, i as u32));
+    }
+
+    /// The memory budget, bytes.
+    pub fn budget_bytes(&self) -> usize {
+        self.budget_bytes
+    }
+
+    /// Whether `day` is cached.
+    pub fn contains(&self, day: u32) -> bool {
+        self.days.contains_key(&day)
+    }
+
+    /// The cached days, ascending.
+    pub fn days(&self) -> impl Iterator<Item = u32> + '_ {
+        self.days.keys().copied()
+    }
+
+    /// Number of days cached.
+    pub fn len(&self) -> usize {
+        self.days.len()
+    }
+
+    /// Whether no day is cached.
+    pub fn is_empty(&self) -> bool {
+        self.days.is_empty()
+    }
+
+    /// `(batches, sightings)` of a cached day.
+    pub fn counts(&self, day: u32) -> Option<(u64, u64)> {
+        self.days.get(&day).map(|d| (d.batches, d.rows()))
+    }
+
+    /// Number of parts a cached day is made of.
+    pub fn parts(&self, day: u32) -> Option<usize> {
+        self.days.get(&day).map(|d| d.parts.len())
+    }
+
+    /// Bytes of memory a cached day holds.
+    pub fn day_bytes(&self, day: u32) -> Option<usize> {
+        self.days.get(&day).map(CachedDay::bytes)
+    }
+
+    /// Bytes of memory all cached days hold.
+    pub fn memory_bytes(&self) -> usize {
+        self.days.values().map(CachedDay::bytes).sum()
+    }
+
+    /// Caches `part` as all of its day's sightings (from `batches` batches), replacing what was
+    /// cached for the day.
+    pub fn insert(&mut self, part: DayPart, batches: u64) {
+        self.clock += 1;
+        self.days.insert(
+            part.day,
+            CachedDay {
+                parts: vec![Arc::new(part)],
+                batches,
+                last_used: self.clock,
+            },
+        );
+    }
+
+    /// Adds `table`, sightings of `batches` more batches of a cached `day`, to it; returns
+    /// false (and does nothing) when the day is not cached: it will be read whole when needed.
+    pub fn append(
+        &mut self,
+        day: u32,
+        table: SightingTable,
+        batches: u64,
+    ) -> Result<bool, IndexError> {
+        let Some(cached) = self.days.get_mut(&day) else {
+            return Ok(false);
+        };
+        cached.batches += batches;
+        if table.is_empty() {
+            return Ok(true);
+        }
+        cached.parts.push(Arc::new(DayPart::build(day, table)?));
+        // Keep part sizes at least halving: merge the newest part into the one before it while
+        // it is half as large or more.
+        while let [.., before, last] = cached.parts.as_slice() {
+            if last.len() * 2 < before.len() {
+                break;
+            }
+            let merged = DayPart::merge(&[before, last])?;
+            cached.parts.truncate(cached.parts.len() - 2);
+            cached.parts.push(Arc::new(merged));
+        }
+        Ok(true)
+    }
+
+    /// Forgets `day`; returns whether it was cached.
+    pub fn remove(&mut self, day: u32) -> bool {
+        self.days.remove(&day).is_some()
+    }
+
+    /// Keeps only the days for which `keep(day)` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(u32) -> bool) {
+        self.days.retain(|&day, _| keep(day));
+    }
+
+    /// Forgets every day.
+    pub fn clear(&mut self) {
+        self.days.clear();
+    }
+
+    /// An index over the cached ones among `days` (marked as just used).
+    pub fn index(
+        &mut self,
+        days: impl IntoIterator<Item = u32>,
+    ) -> Result<SightingIndex, IndexError> {
+        self.clock += 1;
+        let mut parts = Vec::new();
+        for day in days {
+            if let Some(cached) = self.days.get_mut(&day) {
+                cached.last_used = self.clock;
+                parts.extend(cached.parts.iter().cloned());
             }
         }
-        Part {
-            day,
-            obs_lo,
-            obs_hi,
-            by_window: keyed.into_iter().map(|(_, row)| row).collect(),
-            windows,
-            rows,
-            index,
+        SightingIndex::from_parts(parts)
+    }
+
+    /// Evicts the least recently used days, never one in `keep`, until the cache holds at most
+    /// `budget_bytes − reserve_bytes` (or only kept days); returns the days evicted.
+    pub fn evict(
+        &mut self,
+        keep: &std::collections::BTreeSet<u32>,
+        reserve_bytes: usize,
+    ) -> Vec<u32> {
+        let limit = self.budget_bytes.saturating_sub(reserve_bytes);
+        let mut bytes = self.memory_bytes();
+        let mut candidates: Vec<(u64, u32, usize)> = self
+            .days
+            .iter()
+            .filter(|(day, _)| !keep.contains(day))
+            .map(|(&day, d)| (d.last_used, day, d.bytes()))
+            .collect();
+        candidates.sort_unstable();
+        let mut evicted = Vec::new();
+        for (_, day, size) in candidates {
+            if bytes <= limit {
+                break;
+            }
+            self.days.remove(&day);
+            bytes -= size;
+            evicted.push(day);
         }
+        evicted
     }
 }
 
@@ -1390,6 +1997,25 @@ fn parallel_map<T: Sync, R: Send>(
     done.into_iter().map(|(_, r)| r).collect()
 }
 
+/// [`parallel_map`] over owned items, each handed to `f` by value, in item order.
+fn parallel_map_owned<T: Send, R: Send>(
+    items: Vec<T>,
+    threads: usize,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    // `parallel_map` visits each slot once, so every `take` finds its item.
+    parallel_map(&slots, threads, |slot| {
+        slot.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .map(&f)
+    })
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1526,5 +2152,249 @@ mod tests {
         assert_eq!(rounded_div(5, 2), 3);
         assert_eq!(rounded_div(1_000_000, 1), 255);
         assert_eq!(rounded_div(7, 0), 0);
+    }
+
+    /// A day's sightings as given, then as rows of a table: the same values, 40 bytes a row.
+    #[test]
+    fn sighting_table_round_trips() {
+        let (_, sightings) = small_scenario();
+        let table: SightingTable = sightings.iter().cloned().collect();
+        assert_eq!(table.len(), sightings.len());
+        let back: Vec<VenueSighting> = table.iter().map(|s| s.to_sighting()).collect();
+        assert_eq!(back, sightings);
+        assert_eq!(
+            table.get(3).map(|s| s.to_sighting()),
+            Some(sightings[3].clone())
+        );
+        assert!(table.get(sightings.len()).is_none());
+        assert_eq!(std::mem::size_of::<Row>(), 40);
+        assert_eq!(std::mem::size_of::<MinuteRssi>(), 8);
+        let mut twice = table.clone();
+        twice.extend_from(&table);
+        assert_eq!(twice.len(), 2 * table.len());
+        assert_eq!(
+            twice.get(table.len()).map(|s| s.to_sighting()),
+            Some(sightings[0].clone())
+        );
+    }
+
+    /// A part only takes sightings of its own day.
+    #[test]
+    fn day_part_refuses_other_days() {
+        let (_, sightings) = small_scenario();
+        let day = sightings[0].window_start.0 / INTERVALS_PER_DAY;
+        let table: SightingTable = sightings.iter().cloned().collect();
+        let err = DayPart::build(day, table).expect_err("several days");
+        assert!(
+            matches!(err, IndexError::OtherDay { day: d, .. } if d == day),
+            "{err}"
+        );
+    }
+
+    /// Splitting a day into several parts, in any order, gives the same report (byte for
+    /// byte) and looks up the same intervals as one part per day.
+    #[test]
+    fn splitting_days_into_parts_changes_nothing() {
+        let (keys, sightings) = small_scenario();
+        let config = RiskConfig::default();
+        let reference = SightingIndex::build(&sightings, 1).match_keys(&keys, &config, 2);
+        assert!(reference.events.len() > 20, "{}", reference.events.len());
+        assert!(reference.venue_hours.iter().any(|h| h.co_present_rpis > 0));
+        let mut by_day: BTreeMap<u32, Vec<VenueSighting>> = BTreeMap::new();
+        for s in &sightings {
+            by_day
+                .entry(s.window_start.0 / INTERVALS_PER_DAY)
+                .or_default()
+                .push(s.clone());
+        }
+        let mut parts = Vec::new();
+        for (day, rows) in by_day {
+            let (a, rest) = rows.split_at(rows.len() / 2);
+            let (b, c) = rest.split_at(rest.len() / 3);
+            for chunk in [c, a, b] {
+                let table = chunk.iter().cloned().collect();
+                parts.push(Arc::new(DayPart::build(day, table).expect("one day")));
+            }
+        }
+        parts.reverse();
+        let split = SightingIndex::from_parts(parts).expect("index");
+        assert!(split.parts() > split.days());
+        let report = split.match_keys(&keys, &config, 2);
+        assert_eq!(report.stats, reference.stats);
+        assert_eq!(
+            serde_json::to_string(&report).expect("json"),
+            serde_json::to_string(&reference).expect("json")
+        );
+    }
+
+    /// Appending to a cached day adds parts whose sizes at least halve (merging the newer ones)
+    /// and counts batches and sightings; an index of the cache matches like one built at once.
+    #[test]
+    fn day_cache_appends_merges_and_matches() {
+        let (keys, sightings) = small_scenario();
+        let day = sightings[0].window_start.0 / INTERVALS_PER_DAY;
+        let rows: Vec<VenueSighting> = sightings
+            .iter()
+            .filter(|s| s.window_start.0 / INTERVALS_PER_DAY == day)
+            .cloned()
+            .collect();
+        assert!(rows.len() > 400, "{}", rows.len());
+        let table = |range: std::ops::Range<usize>| rows[range].iter().cloned().collect();
+        let mut cache = DayCache::new(1 << 30);
+        assert_eq!(cache.append(day, table(0..10), 1), Ok(false), "not cached");
+        cache.insert(DayPart::build(day, table(0..200)).expect("part"), 4);
+        assert_eq!(cache.append(day, table(200..300), 2), Ok(true));
+        assert_eq!(cache.parts(day), Some(1), "100 ≥ 200 / 2: merged");
+        assert_eq!(cache.append(day, table(300..340), 1), Ok(true));
+        assert_eq!(cache.parts(day), Some(2), "40 < 300 / 2: kept apart");
+        assert_eq!(cache.append(day, table(340..370), 1), Ok(true));
+        assert_eq!(cache.parts(day), Some(2), "30 ≥ 40 / 2: merged into 70");
+        assert_eq!(cache.append(day, table(370..rows.len()), 3), Ok(true));
+        assert_eq!(cache.counts(day), Some((11, rows.len() as u64)));
+        let config = RiskConfig::default();
+        let cached = cache
+            .index([day])
+            .expect("index")
+            .match_keys(&keys, &config, 1);
+        let direct = SightingIndex::build(&rows, 1).match_keys(&keys, &config, 1);
+        assert!(!direct.events.is_empty());
+        assert_eq!(
+            serde_json::to_string(&cached).expect("json"),
+            serde_json::to_string(&direct).expect("json")
+        );
+    }
+
+    /// Eviction drops the least recently used days first, never a kept one, down to the budget
+    /// less the room asked for.
+    #[test]
+    fn day_cache_evicts_least_recently_used() {
+        let (_, sightings) = small_scenario();
+        let mut by_day: BTreeMap<u32, SightingTable> = BTreeMap::new();
+        for s in &sightings {
+            by_day
+                .entry(s.window_start.0 / INTERVALS_PER_DAY)
+                .or_default()
+                .push_sighting(s);
+        }
+        let days: Vec<u32> = by_day.keys().copied().collect();
+        assert_eq!(days.len(), 4);
+        let mut cache = DayCache::new(usize::MAX);
+        for (&day, table) in &by_day {
+            cache.insert(DayPart::build(day, table.clone()).expect("part"), 1);
+        }
+        let _ = cache.index([days[0]]);
+        let mut cache = DayCache {
+            budget_bytes: cache.memory_bytes() - 1,
+            ..cache
+        };
+        // Over budget by a byte: the least recently used day that is not kept goes.
+        let keep = std::collections::BTreeSet::from([days[1]]);
+        assert_eq!(cache.evict(&keep, 0), vec![days[2]]);
+        // Room for everything asked: the others go, least recently used first.
+        assert_eq!(cache.evict(&keep, usize::MAX), vec![days[3], days[0]]);
+        assert_eq!(cache.days().collect::<Vec<_>>(), vec![days[1]]);
+    }
+
+    /// A day observed only in part is looked up piece by piece (long pieces in place, short
+    /// ones gathered); observed around the clock, in one buffer. Both find the same.
+    #[test]
+    fn partial_and_whole_day_lookups_agree() {
+        let (keys, sightings) = small_scenario();
+        let day = sightings[0].window_start.0 / INTERVALS_PER_DAY;
+        let mut partial: Vec<VenueSighting> = sightings
+            .into_iter()
+            .filter(|s| (day * 144 + 40..day * 144 + 120).contains(&s.window_start.0))
+            .collect();
+        let config = RiskConfig::default();
+        let piecewise = SightingIndex::build(&partial, 1).match_keys(&keys, &config, 1);
+        // Two sightings at a venue no key was heard at make the day observed around the clock.
+        for window in [day * 144, day * 144 + 143] {
+            let mut far = partial[0].clone();
+            (far.venue, far.window_start, far.rpi) = (999, Enin(window), Rpi::from_bytes([1; 16]));
+            partial.push(far);
+        }
+        let whole = SightingIndex::build(&partial, 1).match_keys(&keys, &config, 1);
+        assert!(whole.stats.probes > piecewise.stats.probes);
+        assert!(piecewise.events.len() > 10, "{}", piecewise.events.len());
+        assert_eq!(whole.events, piecewise.events);
+        assert_eq!(whole.venue_hours, piecewise.venue_hours);
+        assert_eq!(
+            whole.stats.matched_sightings,
+            piecewise.stats.matched_sightings
+        );
+    }
+
+    /// Keys over three days and a fourth: sightings of some of their RPIs (real AEMs, some
+    /// heard hours off their interval) among filler RPIs, at a few venues.
+    fn small_scenario() -> (Vec<MatchKey>, Vec<VenueSighting>) {
+        use crate::crypto::{Metadata, RollingPeriod, Tek};
+        const DAY: u32 = 20_244;
+        let minutes = |seed: u32, n: u32| -> Vec<MinuteRssi> {
+            (0..n)
+                .map(|m| MinuteRssi {
+                    minute: ((seed + m) % 10) as u8,
+                    count: 1 + (seed + m) % 7,
+                    min: -90,
+                    mean: -60 - ((seed * 7 + m) % 30) as i8,
+                    max: -55,
+                })
+                .map(|m| (m.minute, m))
+                .collect::<BTreeMap<u8, MinuteRssi>>()
+                .into_values()
+                .collect()
+        };
+        let mut keys = Vec::new();
+        let mut sightings = Vec::new();
+        for k in 0..40u32 {
+            let mut bytes = [0x5A; 16];
+            bytes[..4].copy_from_slice(&k.to_le_bytes());
+            let tek = Tek::from_bytes(bytes);
+            let start = (DAY + k % 3) * 144 + if k % 10 == 9 { 70 } else { 0 };
+            keys.push(MatchKey {
+                id: u64::from(k) + 1,
+                key: DiagnosisKey {
+                    tek,
+                    transmission_risk_level: None,
+                    rolling_start: Enin(start),
+                    rolling_period: RollingPeriod::DAY,
+                    report_type: None,
+                    days_since_onset_of_symptoms: None,
+                },
+            });
+            let (rpik, aemk) = tek.keys();
+            let cipher = rpik.cipher();
+            for i in (k % 5..144).step_by(9) {
+                let rpi = cipher.rpi(Enin(start + i));
+                // Mostly in its own window, sometimes 3 or 14 intervals later.
+                let heard = start + i + [0, 0, 0, 3, 14][(i % 5) as usize];
+                sightings.push(VenueSighting {
+                    venue: (k + i) % 4,
+                    window_start: Enin(heard),
+                    window_minutes: 10,
+                    rpi,
+                    aem: aemk.encrypt(&rpi, Metadata::v1_0(-8).to_bytes()),
+                    rssi_calibration_db: (i % 3) as i32,
+                    minutes: minutes(k + i, 1 + i % 10),
+                });
+            }
+        }
+        for f in 0..3000u32 {
+            let mut bytes = [0x77; 16];
+            bytes[..4].copy_from_slice(&f.to_le_bytes());
+            let tek = Tek::from_bytes(bytes);
+            let window = DAY * 144 + (f * 37) % (4 * 144);
+            let rpi = tek.rpik().cipher().rpi(Enin(window));
+            sightings.push(VenueSighting {
+                venue: f % 4,
+                window_start: Enin(window),
+                window_minutes: 10,
+                rpi,
+                aem: Aem::from_bytes(f.to_le_bytes()),
+                rssi_calibration_db: 0,
+                minutes: minutes(f, 1 + f % 10),
+            });
+        }
+        sightings.sort_by_key(|s| (s.window_start, s.venue));
+        (keys, sightings)
     }
 }

@@ -11,8 +11,9 @@
 //!   lookup time; on x86-64 the lookup loop is also compiled for AVX2 (chosen at run time),
 //!   which computes the 8 bit positions in a few vector instructions;
 //! - behind it, an open-addressing table of 24-byte slots (the full RPI, and its row or where
-//!   its rows are), at most 60 % full, probed linearly. A hit costs one cache miss when the RPI
-//!   is in one row (the row id is in the slot), two when it is in several;
+//!   its rows are), 60 % full (sized exactly, not to a power of two: a multiply maps a hash
+//!   onto the slots), probed linearly. A hit costs one cache miss when the RPI is in one row
+//!   (the row id is in the slot), two when it is in several;
 //! - the slot is chosen by a seeded 64-bit mixer, not the raw RPI: RPIs arrive from radios, so
 //!   an attacker can broadcast chosen RPIs; a per-index random seed keeps them from piling up
 //!   in one probe run;
@@ -57,7 +58,6 @@ pub struct TooManyRows(pub usize);
 /// Maps each distinct RPI to the row ids (positions in the slice it was built from) holding it.
 pub struct RpiIndex {
     seed: u64,
-    shift: u32,
     /// Split-block Bloom filter over the distinct RPIs, 8 words per block.
     filter: Box<[[u32; 8]]>,
     /// Open-addressing table, one slot per distinct RPI.
@@ -118,6 +118,19 @@ fn filter_block(hash: u64, blocks: usize) -> usize {
     (((hash >> 32) * blocks as u64) >> 32) as usize
 }
 
+/// The table slot of a hash: `hash / 2^64` scaled onto `slots` (Lemire's multiply-shift, so
+/// the table size needs not be a power of two).
+#[inline(always)]
+fn home_slot(hash: u64, slots: usize) -> usize {
+    ((u128::from(hash) * slots as u128) >> 64) as usize
+}
+
+/// The slot after `slot`, wrapping around (linear probing).
+#[inline(always)]
+fn next_slot(slot: usize, slots: usize) -> usize {
+    if slot + 1 == slots { 0 } else { slot + 1 }
+}
+
 /// MurmurHash3's 64-bit finaliser over the seeded tag: full avalanche in a few cycles.
 #[inline(always)]
 fn mix(tag: u64, seed: u64) -> u64 {
@@ -135,22 +148,29 @@ impl RpiIndex {
         if rpis.len() >= u32::MAX as usize {
             return Err(TooManyRows(rpis.len()));
         }
-        // Group equal RPIs: sort row ids by RPI. Sorting row ids (4 bytes) rather than RPIs keeps
-        // the moved data small; RPIs are uniform, so comparisons end in the first byte or two.
-        let mut rows: Vec<u32> = (0..rpis.len() as u32).collect();
-        rows.sort_unstable_by(|&a, &b| rpis[a as usize].cmp(&rpis[b as usize]));
-        let mut groups: Vec<(Rpi, u32, u32)> = Vec::new(); // (rpi, start in rows, len)
-        for (i, &row) in rows.iter().enumerate() {
-            let rpi = rpis[row as usize];
+        // Group equal RPIs: sort (RPI halves, row) in place. Sorting the values themselves (24
+        // bytes) rather than row ids compared through the RPIs they point to avoids a cache
+        // miss per comparison: 3-4x faster at millions of rows. Equal RPIs end up together,
+        // their rows ascending.
+        let mut sorted: Vec<(u64, u64, u32)> = rpis
+            .iter()
+            .enumerate()
+            .map(|(row, rpi)| (tag_of(rpi), filter_key(rpi), row as u32))
+            .collect();
+        sorted.sort_unstable();
+        let rows: Vec<u32> = sorted.iter().map(|s| s.2).collect();
+        let mut groups: Vec<(u64, u64, u32, u32)> = Vec::new(); // (head, tail, start, len)
+        for (i, &(head, tail, _)) in sorted.iter().enumerate() {
             match groups.last_mut() {
-                Some((last, _, len)) if *last == rpi => *len += 1,
-                _ => groups.push((rpi, i as u32, 1)),
+                Some((h, t, _, len)) if (*h, *t) == (head, tail) => *len += 1,
+                _ => groups.push((head, tail, i as u32, 1)),
             }
         }
+        drop(sorted);
 
-        let wanted = (groups.len() * MAX_LOAD_DEN).div_ceil(MAX_LOAD_NUM).max(16);
-        let slot_count = wanted.next_power_of_two();
-        let shift = 64 - slot_count.trailing_zeros();
+        // Exactly as many slots as the load factor asks (not a power of two: at millions of
+        // RPIs rounding up wastes up to half the table); a hash maps onto them by a multiply.
+        let slot_count = (groups.len() * MAX_LOAD_DEN).div_ceil(MAX_LOAD_NUM).max(16);
         // A fresh random seed per index, from the standard library's per-process random keys.
         let seed = std::collections::hash_map::RandomState::new()
             .build_hasher()
@@ -159,12 +179,10 @@ impl RpiIndex {
         let mut filter = vec![[0u32; 8]; blocks].into_boxed_slice();
         let mut slots = vec![Slot::default(); slot_count].into_boxed_slice();
         let mut shared_rows = Vec::new();
-        let mask = slot_count - 1;
-        for &(rpi, start, len) in &groups {
-            let head = tag_of(&rpi);
-            let mut slot = (mix(head, seed) >> shift) as usize;
+        for &(head, tail, start, len) in &groups {
+            let mut slot = home_slot(mix(head, seed), slot_count);
             while slots[slot].len != 0 {
-                slot = (slot + 1) & mask;
+                slot = next_slot(slot, slot_count);
             }
             let start = if len == 1 {
                 rows[start as usize]
@@ -174,11 +192,11 @@ impl RpiIndex {
             };
             slots[slot] = Slot {
                 head,
-                tail: filter_key(&rpi),
+                tail,
                 start,
                 len,
             };
-            let hash = mix(filter_key(&rpi), !seed);
+            let hash = mix(tail, !seed);
             let block = &mut filter[filter_block(hash, blocks)];
             for (word, bit) in block.iter_mut().zip(filter_mask(hash)) {
                 *word |= bit;
@@ -186,7 +204,6 @@ impl RpiIndex {
         }
         Ok(Self {
             seed,
-            shift,
             filter,
             slots,
             shared_rows: shared_rows.into_boxed_slice(),
@@ -219,7 +236,7 @@ impl RpiIndex {
 
     #[inline(always)]
     fn home(&self, tag: u64) -> usize {
-        (mix(tag, self.seed) >> self.shift) as usize
+        home_slot(mix(tag, self.seed), self.slots.len())
     }
 
     #[inline(always)]
@@ -243,7 +260,6 @@ impl RpiIndex {
     }
 
     fn probe(&self, rpi: &Rpi, head: u64, mut slot: usize) -> &[u32] {
-        let mask = self.slots.len() - 1;
         let tail = filter_key(rpi);
         loop {
             let entry = &self.slots[slot];
@@ -258,7 +274,7 @@ impl RpiIndex {
                     &self.shared_rows[start..start + entry.len as usize]
                 };
             }
-            slot = (slot + 1) & mask;
+            slot = next_slot(slot, self.slots.len());
         }
     }
 

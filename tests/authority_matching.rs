@@ -1,11 +1,12 @@
 //! The authority's matching driver over a real SQLite store: incremental runs (new keys, then
-//! new batches, revised keys) end with exactly the results of a full recompute.
+//! new batches, revised keys), with or without the daemon's cache kept across runs, end with
+//! exactly the results of a full recompute.
 
 use venuetrace::advert::{Advert, DeviceAddress, ServiceUuid};
-use venuetrace::aggregate::{Aggregator, AggregatorConfig};
-use venuetrace::authority::service::match_store;
+use venuetrace::aggregate::{Aggregator, AggregatorConfig, Counters, MinuteRssi, Sighting};
+use venuetrace::authority::service::{MatchCache, match_store, match_store_cached};
 use venuetrace::authority::store::{ExposureFilter, SqliteStore, VenueHourView};
-use venuetrace::batch::{Batch, GatewayId};
+use venuetrace::batch::{Batch, BatchId, GatewayId};
 use venuetrace::crypto::{Enin, Metadata, RollingPeriod, Tek};
 use venuetrace::export::{DiagnosisKey, ReportType};
 use venuetrace::matching::RiskConfig;
@@ -124,5 +125,208 @@ fn incremental_matching_equals_full_recompute() {
     assert_eq!(
         match_store(&mut store, &risk, false).expect("match").days,
         0
+    );
+}
+
+/// Results of a full recompute with a fresh cache of `budget` bytes (restores nothing: the
+/// store's results are replaced).
+fn full_results(store: &mut SqliteStore, budget: usize) -> Vec<VenueHourView> {
+    let mut cache = MatchCache::new(budget);
+    match_store_cached(
+        store,
+        &RiskConfig::default(),
+        true,
+        &mut cache,
+        &mut |_, _, _| {},
+    )
+    .expect("full");
+    results(store)
+}
+
+/// The daemon's path: one [`MatchCache`] kept across runs while batches arrive for a day it
+/// holds (read alone and added as a new part, not the day again), a key arrives for the next
+/// day and an old day is purged. After every run the stored results equal a full recompute
+/// with a fresh cache, and with a cache too small for more than one day (a pass per day,
+/// evicting in between).
+#[test]
+fn cached_matching_across_ingests_equals_full_recompute() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = SqliteStore::open(&dir.path().join("a.sqlite")).expect("store");
+    store
+        .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
+        .expect("enroll");
+    let risk = RiskConfig::default();
+    let mut cache = MatchCache::new(1 << 30);
+    let day = DAY_ENIN / 144;
+    let run = |store: &mut SqliteStore, cache: &mut MatchCache| {
+        let summary = match_store_cached(store, &risk, false, cache, &mut |_, _, _| {})
+            .expect("cached match");
+        let incremental = results(store);
+        assert_eq!(
+            full_results(store, 1 << 30),
+            incremental,
+            "cached differs from full"
+        );
+        assert_eq!(
+            full_results(store, 1),
+            incremental,
+            "one day per pass differs"
+        );
+        (summary, incremental)
+    };
+
+    // An old day with its own case (purged later), then a morning of 50 windows and the key.
+    let old = DAY_ENIN - 5 * 144;
+    store_windows(&mut store, old + 60..old + 70, 1);
+    let mut old_key = case_key(ReportType::ConfirmedTest);
+    old_key.tek = Tek::from_bytes([2; 16]);
+    old_key.rolling_start = Enin(old);
+    store_windows(&mut store, DAY_ENIN + 40..DAY_ENIN + 90, 100);
+    store
+        .import_keys(&[old_key, case_key(ReportType::ConfirmedTest)], "test", 1)
+        .expect("import");
+    let (summary, first) = run(&mut store, &mut cache);
+    assert!(summary.events > 0 && !first.is_empty(), "{summary:?}");
+    assert_eq!(summary.sightings, 60 * 5, "both days read whole");
+    assert_eq!(cache.parts(day), Some(1));
+
+    // Two more windows of the cached day: only their 10 sightings are read, as a new part.
+    store_windows(&mut store, DAY_ENIN + 90..DAY_ENIN + 92, 200);
+    let (summary, second) = run(&mut store, &mut cache);
+    assert_eq!(summary.sightings, 10, "only the new sightings are read");
+    assert_eq!(
+        cache.parts(day),
+        Some(2),
+        "appended, not merged (10 < 250 / 2)"
+    );
+    assert!(second.len() > first.len(), "the new windows' hour is found");
+
+    // One more (5 sightings): merged with the previous small part, still two parts.
+    store_windows(&mut store, DAY_ENIN + 92..DAY_ENIN + 93, 300);
+    let (summary, _) = run(&mut store, &mut cache);
+    assert_eq!(summary.sightings, 5);
+    assert_eq!(cache.parts(day), Some(2));
+
+    // A key of the next day (phone 1) and that day's batches.
+    let mut next_key = case_key(ReportType::SelfReport);
+    next_key.tek = Tek::from_bytes([1; 16]);
+    next_key.rolling_start = Enin(DAY_ENIN + 144);
+    store.import_keys(&[next_key], "test", 2).expect("import");
+    store_windows(&mut store, DAY_ENIN + 150..DAY_ENIN + 160, 400);
+    let (summary, third) = run(&mut store, &mut cache);
+    assert!(summary.days >= 2, "{summary:?}");
+    assert!(third.len() > second.len());
+
+    // The old day is purged (sightings and its key) as the daemon does it: the cache forgets
+    // it, and a later batch is matched as before.
+    let cutoff_s = i64::from(old / 144 + 2) * 86_400;
+    store.purge(cutoff_s, cutoff_s).expect("purge");
+    cache.forget_before(Enin((cutoff_s / 600) as u32));
+    assert_eq!(cache.parts(old / 144), None);
+    store_windows(&mut store, DAY_ENIN + 93..DAY_ENIN + 95, 500);
+    let (summary, _) = run(&mut store, &mut cache);
+    assert_eq!(summary.sightings, 10);
+    assert!(cache.days() >= 2);
+}
+
+/// Stores one batch of gateway `gw-m` for the window starting at `window`: `tek`'s RPI of
+/// interval `rpi_interval` heard in `minutes` (offsets) at −60 dBm.
+fn store_heard(
+    store: &mut SqliteStore,
+    tek: Tek,
+    rpi_interval: u32,
+    window: u32,
+    minutes: std::ops::Range<u8>,
+    sequence: u64,
+) {
+    let gateway = store.gateway("gw-m").expect("read").expect("enrolled");
+    let rpi = tek.rpik().cipher().rpi(Enin(rpi_interval));
+    let aem = tek.aemk().encrypt(&rpi, Metadata::v1_0(-10).to_bytes());
+    let minutes: Vec<MinuteRssi> = minutes
+        .map(|minute| MinuteRssi {
+            minute,
+            count: 4,
+            min: -62,
+            mean: -60,
+            max: -58,
+        })
+        .collect();
+    let batch = Batch {
+        id: BatchId {
+            gateway: GatewayId::new("gw-m").expect("id"),
+            sequence,
+        },
+        venue: "souk-1".into(),
+        window_start: Enin(window),
+        window_minutes: 10,
+        closed_early: false,
+        rssi_calibration_db: 0,
+        counters: Counters::default(),
+        sightings: vec![Sighting {
+            rpi,
+            aem,
+            first_minute: minutes.first().map_or(0, |m| m.minute),
+            last_minute: minutes.last().map_or(0, |m| m.minute),
+            reports: 4 * minutes.len() as u32,
+            minutes,
+        }],
+    };
+    store.store_batch(&batch, &gateway, 0).expect("store");
+}
+
+/// A batch can change the results of a later day than its own: a case heard every minute
+/// from 19:00 to 00:04 (its last RPI until a few minutes after midnight) has exposure windows
+/// starting every 30 minutes, the last at 00:00 on the next day; when the gateway's batch of
+/// 18:50 arrives late (heard from 18:55), every window starts 5 minutes earlier and the last
+/// one at 23:55. The next day is rematched, as a full recompute would.
+#[test]
+fn a_late_batch_can_move_the_next_days_windows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = SqliteStore::open(&dir.path().join("a.sqlite")).expect("store");
+    store
+        .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
+        .expect("enroll");
+    let risk = RiskConfig::default();
+    let tek = Tek::from_bytes([7; 16]);
+    let mut key = case_key(ReportType::ConfirmedTest);
+    key.tek = tek;
+    store.import_keys(&[key], "test", 1).expect("import");
+    let (seven_pm, last) = (DAY_ENIN + 114, DAY_ENIN + 143);
+    for window in seven_pm..=last {
+        store_heard(&mut store, tek, window, window, 0..10, u64::from(window));
+    }
+    store_heard(&mut store, tek, last, last + 1, 0..5, u64::from(last + 1));
+    let mut cache = MatchCache::new(1 << 30);
+    let mut run = |store: &mut SqliteStore| {
+        match_store_cached(store, &risk, false, &mut cache, &mut |_, _, _| {}).expect("match");
+        let stored = results(store);
+        assert_eq!(
+            full_results(store, 1 << 30),
+            stored,
+            "incremental differs from full"
+        );
+        stored
+    };
+    let midnight_s = i64::from(last + 1) * 600;
+    let next_day = |hours: &[VenueHourView]| -> Vec<(i64, u32, u32)> {
+        hours
+            .iter()
+            .filter(|h| h.hour_start_s >= midnight_s)
+            .map(|h| (h.hour_start_s, h.exposure_events, h.exposure_minutes))
+            .collect()
+    };
+    let before = run(&mut store);
+    assert_eq!(
+        next_day(&before),
+        [(midnight_s, 1, 5)],
+        "a window from 00:00"
+    );
+
+    store_heard(&mut store, tek, seven_pm - 1, seven_pm - 1, 5..10, 1);
+    let after = run(&mut store);
+    assert_eq!(
+        next_day(&after),
+        [(midnight_s, 0, 5)],
+        "the window from 23:55"
     );
 }

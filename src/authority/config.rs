@@ -174,7 +174,13 @@ pub struct MatchingSettings {
     pub default_infectiousness: Infectiousness,
     /// Windows scoring below this (weighted seconds) are dropped.
     pub minimum_window_score: f64,
+    /// Memory for the per-day sighting indexes kept between match runs, MiB.
+    pub index_cache_mib: u64,
 }
+
+/// Default of `matching.index_cache_mib`: 4 GiB holds ~30 M indexed sightings (~140 bytes
+/// each), all of a mid-size deployment's 21 days, or the few days a run needs at 1e8.
+pub const DEFAULT_INDEX_CACHE_MIB: u64 = 4096;
 
 /// `matching.report_type_weights` (0..=2.5 each).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -324,11 +330,12 @@ impl AuthorityConfig {
         lines.push(format!(
             "matching: ±{} intervals; RPI runs cut at {} min; windows up to {} min; \
              thresholds {t0}/{t1}/{t2} dB weighted {w0}/{w1}/{w2}/{w3}; \
-             minimum window score {}",
+             minimum window score {}; index cache {} MiB",
             x.tolerance_intervals,
             x.max_rpi_run_minutes,
             x.max_window_minutes,
-            x.minimum_window_score
+            x.minimum_window_score,
+            x.index_cache_mib
         ));
         lines.push(match (&self.http.listen, &self.http.token_file) {
             (None, _) => "http: off".to_owned(),
@@ -538,6 +545,12 @@ const SCHEMA: &[KeySpec] = &[
         "minimum_window_score",
         float(0.0, 86_400.0),
         Preset::Float(0.0),
+    ),
+    spec(
+        "matching",
+        "index_cache_mib",
+        int(64, 1 << 20),
+        Preset::Int(DEFAULT_INDEX_CACHE_MIB as i64),
     ),
     spec("http", "listen", Kind::Str, Preset::Str("127.0.0.1:8080")),
     spec("http", "token_file", Kind::Str, Preset::Str("")),
@@ -862,6 +875,9 @@ fn matching(l: &mut Loader) -> Option<MatchingSettings> {
                 _ => Infectiousness::Standard,
             });
     let minimum_window_score = l.float("matching", "minimum_window_score");
+    let index_cache_mib = l
+        .int("matching", "index_cache_mib")
+        .and_then(|v| u64::try_from(v).ok());
     Some(MatchingSettings {
         tolerance_intervals: tolerance_intervals?,
         max_rpi_run_minutes: max_rpi_run_minutes?,
@@ -873,6 +889,7 @@ fn matching(l: &mut Loader) -> Option<MatchingSettings> {
         default_report_type: default_report_type?,
         default_infectiousness: default_infectiousness?,
         minimum_window_score: minimum_window_score?,
+        index_cache_mib: index_cache_mib?,
     })
 }
 
@@ -1093,6 +1110,7 @@ mod tests {
                 default_report_type: ReportType::ConfirmedTest,
                 default_infectiousness: Infectiousness::Standard,
                 minimum_window_score: 0.0,
+                index_cache_mib: DEFAULT_INDEX_CACHE_MIB,
             }
         );
         assert_eq!(

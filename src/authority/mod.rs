@@ -79,10 +79,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CommandError> {
             let (config, database) =
                 service::load_config(&store.config, store.database.as_deref())?;
             let mut db = service::open_store(&database)?;
-            let summary = service::match_store_with_progress(
+            let summary = service::match_store_cached(
                 &mut db,
                 &service::risk_config(&config.matching),
                 full,
+                &mut service::MatchCache::from_settings(&config.matching),
                 &mut service::terminal_progress(),
             )?;
             writeln!(
@@ -208,10 +209,11 @@ fn import(args: cli::ImportArgs, out: &mut dyn Write) -> Result<(), CommandError
     );
     // Match what was imported even when some files were rejected.
     if !args.no_match {
-        let summary = service::match_store_with_progress(
+        let summary = service::match_store_cached(
             &mut db,
             &service::risk_config(&config.matching),
             false,
+            &mut service::MatchCache::from_settings(&config.matching),
             &mut service::terminal_progress(),
         )?;
         let _ = writeln!(

@@ -1,6 +1,7 @@
 //! The store-backed commands' wiring: opening the store from the configuration (or
 //! `--database`), the authority's key pair, the ingest daemon (`run`), the matching driver
-//! (`match`) and the venue exposure query (`exposures`).
+//! (`match`, and the daemon's rematch with the per-day indexes it keeps: [`MatchCache`]) and
+//! the venue exposure query (`exposures`).
 //!
 //! Decisions live in [`ingest`](super::ingest), [`crate::matching`] and
 //! [`store`](super::store); this file resolves settings and connects them.
@@ -8,12 +9,20 @@
 use super::config::{self, AuthorityConfig, Database, MatchingSettings};
 use super::ingest::{self, IngestLimits, IngestReport};
 use super::registry::RegistryError;
-use super::store::{ExposureFilter, ExposureRow, SqliteStore, StoreError, VenueHourRow};
+use super::store::{
+    DayCount, ExposureFilter, ExposureRow, SightingRow, SightingSelection, SqliteStore, StoreError,
+    VenueHourRow,
+};
+use crate::crypto::{Enin, INTERVALS_PER_DAY};
 use crate::exit::Exit;
 use crate::gateway::publisher::MqttSettings;
-use crate::matching::{self, MatchKey, MatchStats, RiskConfig, VenueSighting};
+use crate::matching::{
+    self, DayCache, DayPart, IndexError, MAX_SPAN_INTERVALS, MatchKey, MatchStats, RiskConfig,
+    SightingHeader, SightingTable,
+};
 use crate::output::{ListFormat, Table};
 use crate::seal::{KeyFileError, KeyPair};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -52,6 +61,9 @@ pub enum ServiceError {
     /// Ingest stopped on an error.
     #[error(transparent)]
     Ingest(#[from] ingest::IngestError),
+    /// The sightings to match cannot be indexed.
+    #[error("cannot index the sightings to match")]
+    Index(#[from] IndexError),
     /// The risk model settings are inconsistent.
     #[error("matching settings: {0}")]
     Risk(String),
@@ -81,7 +93,7 @@ impl ServiceError {
             ServiceError::Key(_) => Exit::Config,
             ServiceError::File(_) => Exit::NoInput,
             ServiceError::Time { .. } => Exit::Usage,
-            ServiceError::Ingest(_) => Exit::Software,
+            ServiceError::Ingest(_) | ServiceError::Index(_) => Exit::Software,
             ServiceError::Runtime(_) | ServiceError::Internal(_) => Exit::Software,
             ServiceError::Output(_) => Exit::IoErr,
         }
@@ -150,32 +162,287 @@ pub fn risk_config(m: &MatchingSettings) -> RiskConfig {
 pub struct MatchSummary {
     /// Days recomputed.
     pub days: usize,
-    /// Most keys matched for one day.
+    /// Most keys matched in one pass (a pass covers consecutive days that fit the cache).
     pub keys: usize,
-    /// Sightings read (summed over days; a sighting near a day boundary is read for both).
+    /// Sightings read from the store (days already in the cache are not read again).
     pub sightings: usize,
     /// Exposure events stored.
     pub events: usize,
     /// Venue-hours with exposure.
     pub venue_hours: usize,
-    /// The core's counters of the last day matched.
+    /// The core's counters of the last pass.
     pub stats: MatchStats,
 }
 
 const DAY_S: i64 = 86_400;
-const INTERVAL_S: i64 = 600;
+/// Intervals per UTC day, signed (day arithmetic below goes before the epoch harmlessly).
+const DAY_INTERVALS: i64 = INTERVALS_PER_DAY as i64;
+/// Memory a sighting takes in a day index (row, ~7 minutes of RSSI, index): plans passes
+/// before a day is read (docs/performance.md, M3: 137 bytes at 1e8 sightings).
+const EST_BYTES_PER_SIGHTING: u64 = 150;
+
+/// The UTC day of an interval.
+fn day_of(interval: i64) -> i64 {
+    interval.div_euclid(DAY_INTERVALS)
+}
+
+/// Where a key can be matched, in intervals: its own ± the tolerance.
+#[derive(Clone, Copy, Debug)]
+struct KeyReach {
+    lo: i64,
+    hi: i64,
+}
+
+impl KeyReach {
+    fn new(start: u32, period: u32, tolerance: i64) -> Self {
+        let start = i64::from(start);
+        Self {
+            lo: start - tolerance,
+            hi: start + i64::from(period.max(1)) - 1 + tolerance,
+        }
+    }
+
+    /// The days whose sightings the key is looked up in: a window holds minutes up to
+    /// `MAX_SPAN_INTERVALS - 1` intervals after its start, so a window of the day before the
+    /// reach can hold a minute inside it.
+    fn needed(&self) -> (i64, i64) {
+        (
+            day_of(self.lo - i64::from(MAX_SPAN_INTERVALS - 1)),
+            day_of(self.hi),
+        )
+    }
+
+    /// The days whose stored results depend on the key: those it can have events in, and those
+    /// whose co-presence counts leave out the sightings it matches (which can be heard up to
+    /// the day after the last day it is looked up in).
+    fn affects(&self) -> std::ops::RangeInclusive<i64> {
+        let (lo, hi) = self.needed();
+        lo..=hi + 1
+    }
+}
+
+/// The days whose results depend on batches stored with windows starting at `windows`: the
+/// hours their minutes fall in (co-presence), and for every key that can match them the days
+/// from the earliest exposure window a new minute can join to the end of the key's reach (a
+/// new minute can move every later window of that key at that venue, and the replay cut).
+fn batch_days(
+    windows: &[u32],
+    reaches: &[KeyReach],
+    max_window_minutes: u32,
+    dirty: &mut BTreeSet<i64>,
+) {
+    let mut by_day: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    for &w in windows {
+        let w = i64::from(w);
+        let span = by_day.entry(day_of(w)).or_insert((w, w));
+        *span = (span.0.min(w), span.1.max(w));
+    }
+    for (first, last) in by_day.into_values() {
+        let last_heard = last + i64::from(MAX_SPAN_INTERVALS - 1);
+        dirty.extend(day_of(first)..=day_of(last_heard));
+        let earliest = (first * 10 - i64::from(max_window_minutes.max(1)) + 1).div_euclid(1440);
+        let latest = reaches
+            .iter()
+            .filter(|r| r.lo <= last_heard && r.hi >= first)
+            .map(|r| day_of(r.hi))
+            .max();
+        if let Some(latest) = latest {
+            dirty.extend(earliest..=latest);
+        }
+    }
+}
+
+/// The sighting indexes kept between match runs: each UTC day's sightings read from the store
+/// once, indexed ([`matching::DayCache`]), extended with the sightings stored since, and
+/// evicted (least recently used first) beyond `matching.index_cache_mib`. The daemon keeps one
+/// for its life; `match` uses a fresh one per run.
+///
+/// A cached day always holds exactly the day's sightings stored up to the cache's watermark
+/// (a sighting row id): before each run the sightings stored since are added to the days
+/// cached, and a day whose batch and sighting counts no longer agree with the store's (a
+/// purge, a deletion by another process) is dropped, to be read again when needed.
+#[derive(Debug)]
+pub struct MatchCache {
+    days: DayCache,
+    watermark: i64,
+}
+
+impl MatchCache {
+    /// An empty cache of at most `budget_bytes` (beyond what one pass needs).
+    pub fn new(budget_bytes: usize) -> Self {
+        Self {
+            days: DayCache::new(budget_bytes),
+            watermark: 0,
+        }
+    }
+
+    /// An empty cache of the configured size.
+    pub fn from_settings(settings: &MatchingSettings) -> Self {
+        Self::new(usize::try_from(settings.index_cache_mib << 20).unwrap_or(usize::MAX))
+    }
+
+    /// Days cached.
+    pub fn days(&self) -> usize {
+        self.days.len()
+    }
+
+    /// Parts a cached day (days since the Unix epoch) is made of.
+    pub fn parts(&self, day: u32) -> Option<usize> {
+        self.days.parts(day)
+    }
+
+    /// Bytes of memory the cached days hold.
+    pub fn memory_bytes(&self) -> usize {
+        self.days.memory_bytes()
+    }
+
+    /// Forgets the days with windows starting before `before` (after a retention purge).
+    pub fn forget_before(&mut self, before: Enin) {
+        self.days
+            .retain(|day| u64::from(day) * u64::from(INTERVALS_PER_DAY) >= u64::from(before.0));
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.days.clear();
+        self.watermark = 0;
+    }
+
+    /// Brings the cached days up to the store's current watermark (see the type's
+    /// documentation); returns the sightings read.
+    fn refresh(
+        &mut self,
+        store: &SqliteStore,
+        counts: &BTreeMap<u32, DayCount>,
+    ) -> Result<u64, ServiceError> {
+        let upto = store.sighting_watermark()?;
+        if upto < self.watermark {
+            // Every sighting was deleted and row ids started again.
+            self.days.clear();
+        }
+        let mut read = 0;
+        if !self.days.is_empty() && upto > self.watermark {
+            let days = &self.days;
+            let mut fresh: BTreeMap<u32, (SightingTable, u64, i64)> = BTreeMap::new();
+            read = store.read_sightings(
+                SightingSelection::StoredBetween {
+                    after: self.watermark,
+                    upto,
+                },
+                |row| {
+                    let day = row.window_start.0 / INTERVALS_PER_DAY;
+                    if days.contains(day) {
+                        let (table, batches, last) = fresh.entry(day).or_default();
+                        // A batch's sightings are stored together, in one transaction.
+                        if *last != row.batch {
+                            (*batches, *last) = (*batches + 1, row.batch);
+                        }
+                        table.push(sighting_header(row), row.minutes());
+                    }
+                },
+            )?;
+            for (day, (table, batches, _)) in fresh {
+                self.days.append(day, table, batches)?;
+            }
+        }
+        self.watermark = upto;
+        let stale: Vec<u32> = self
+            .days
+            .days()
+            .filter(|day| {
+                counts.get(day).map(|c| (c.batches, c.sightings)) != self.days.counts(*day)
+            })
+            .collect();
+        for day in stale {
+            tracing::debug!(day, "cached sightings differ from the store's: read again");
+            self.days.remove(day);
+        }
+        Ok(read)
+    }
+}
+
+fn sighting_header(row: &SightingRow<'_>) -> SightingHeader {
+    SightingHeader {
+        venue: row.venue,
+        window_start: row.window_start,
+        window_minutes: row.window_minutes,
+        rpi: row.rpi,
+        aem: row.aem,
+        rssi_calibration_db: row.rssi_calibration_db,
+    }
+}
+
+/// Reads `days` whole (sightings stored up to row `upto`) into `cache`: reading on this thread
+/// while another indexes the day read before (on 2 cores, SQLite decoding and index building
+/// overlap). Returns the sightings read.
+pub fn load_days(
+    store: &SqliteStore,
+    cache: &mut DayCache,
+    days: &[u32],
+    upto: i64,
+) -> Result<u64, ServiceError> {
+    std::thread::scope(|scope| {
+        // One day in flight: memory stays at the cache plus about two days.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(SightingTable, u32, u64)>(0);
+        let builder = scope.spawn(move || {
+            rx.into_iter()
+                .map(|(table, day, batches)| (DayPart::build(day, table), batches))
+                .collect::<Vec<_>>()
+        });
+        let mut read = Ok(0u64);
+        for &day in days {
+            match read_day(store, day, upto) {
+                Ok((table, batches)) => {
+                    read = read.map(|n| n + table.len() as u64);
+                    if tx.send((table, day, batches)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    read = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let built = builder
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        for (part, batches) in built {
+            cache.insert(part?, batches);
+        }
+        read
+    })
+}
+
+/// One UTC day's sightings stored up to row `upto`, and the number of batches they are from.
+fn read_day(
+    store: &SqliteStore,
+    day: u32,
+    upto: i64,
+) -> Result<(SightingTable, u64), ServiceError> {
+    let mut table = SightingTable::new();
+    let (mut batches, mut last) = (0u64, 0i64);
+    let first = day.saturating_mul(INTERVALS_PER_DAY);
+    store.read_sightings(
+        SightingSelection::Windows {
+            from: Enin(first),
+            to: Enin(first.saturating_add(INTERVALS_PER_DAY)),
+            upto,
+        },
+        |row| {
+            if last != row.batch {
+                (batches, last) = (batches + 1, row.batch);
+            }
+            table.push(sighting_header(row), row.minutes());
+        },
+    )?;
+    Ok((table, batches))
+}
 
 /// Matches what changed since the last run (or, with `full`, everything) and replaces the
-/// stored exposure results of the affected days.
-///
-/// The unit of work is a UTC day. A day is *dirty* when a key added or revised since the last
-/// run can reach it (its intervals ± the tolerance), or a batch stored since has a window in
-/// it (or in the first hour of the next day: an exposure window of up to 30 minutes that
-/// starts before midnight reads sightings after it). For each dirty day the core runs over
-/// every key that can reach the day and all sightings those keys can match, and the results
-/// starting in that day replace the stored ones. An event depends only on its key's sightings
-/// and a venue-hour only on the keys and sightings of its hour, so this gives exactly what a
-/// full run gives (a test compares the two); determinism holds for a given store.
+/// stored exposure results of the affected days, with a fresh [`MatchCache`] of the default
+/// size.
 pub fn match_store(
     store: &mut SqliteStore,
     risk: &RiskConfig,
@@ -184,153 +451,207 @@ pub fn match_store(
     match_store_with_progress(store, risk, full, &mut |_, _, _| {})
 }
 
-/// [`match_store`], calling `progress(done, total, day_start_unix_s)` before each day (the CLI
-/// prints it when stderr is a terminal).
+/// [`match_store`], calling `progress(done, total, day_start_unix_s)` as each day's results
+/// are stored (the CLI prints it when stderr is a terminal).
 pub fn match_store_with_progress(
     store: &mut SqliteStore,
     risk: &RiskConfig,
     full: bool,
     progress: &mut dyn FnMut(usize, usize, i64),
 ) -> Result<MatchSummary, ServiceError> {
+    let mut cache = MatchCache::new((config::DEFAULT_INDEX_CACHE_MIB << 20) as usize);
+    match_store_cached(store, risk, full, &mut cache, progress)
+}
+
+/// Matches what changed since the last run (or, with `full`, everything) and replaces the
+/// stored exposure results of the affected days, using and updating `cache`.
+///
+/// The unit of work is a UTC day. A day is *dirty* when its results can depend on a key added
+/// or revised since the last run (the days the key is looked up in, and the next one: a
+/// window there can hold minutes past midnight), or on a batch stored since (the days of its
+/// minutes, and for every key that can match them, the days from the earliest exposure window
+/// a new minute can join to the end of the key's reach: a new minute can move all later
+/// windows of that key at that venue). Dirty days are matched in passes of consecutive days
+/// whose sightings fit the cache: a pass indexes every day its keys can be looked up in (from
+/// the cache; missing days are read whole from the store) and matches, once, every key whose
+/// results involve one of its days. The results starting in those days replace the stored
+/// ones. An event depends only on its key's sightings, a venue-hour only on the keys and
+/// sightings of its hour, and a day's sightings are always looked up whole with every key
+/// that can reach them, so this gives exactly what a full run gives (tests compare the two,
+/// with and without a cache kept across runs); determinism holds for a given store.
+pub fn match_store_cached(
+    store: &mut SqliteStore,
+    risk: &RiskConfig,
+    full: bool,
+    cache: &mut MatchCache,
+    progress: &mut dyn FnMut(usize, usize, i64),
+) -> Result<MatchSummary, ServiceError> {
     let changes = store.changes_since_match()?;
     let keys = store.keys()?;
-    let tolerance = i64::from(risk.tolerance_intervals) * INTERVAL_S;
-    // Each key's reach, Unix seconds: its intervals widened by the tolerance.
-    let reach = |k: &super::store::StoredKey| {
-        let start = i64::from(k.key.rolling_start.0) * INTERVAL_S;
-        (
-            start - tolerance,
-            start + i64::from(k.key.rolling_period.get()) * INTERVAL_S + tolerance,
-        )
-    };
-    let mut days = std::collections::BTreeSet::new();
-    let add_span = |from: i64, to: i64, days: &mut std::collections::BTreeSet<i64>| {
-        let mut day = from.div_euclid(DAY_S);
-        while day * DAY_S < to {
-            days.insert(day);
-            day += 1;
-        }
-    };
+    let tolerance = i64::from(risk.tolerance_intervals);
+    let reaches: Vec<KeyReach> = keys
+        .iter()
+        .map(|k| KeyReach::new(k.key.rolling_start.0, k.key.rolling_period.get(), tolerance))
+        .collect();
+    let mut dirty = BTreeSet::new();
     if full {
         store.replace_exposures(&[], &[])?;
-        for k in &keys {
-            let (from, to) = reach(k);
-            add_span(from, to, &mut days);
+        for r in &reaches {
+            dirty.extend(r.affects());
         }
     } else {
         for &(start, period) in &changes.key_ranges {
-            let start = i64::from(start) * INTERVAL_S;
-            add_span(
-                start - tolerance,
-                start + i64::from(period) * INTERVAL_S + tolerance,
-                &mut days,
-            );
+            dirty.extend(KeyReach::new(start, period, tolerance).affects());
         }
-        for &window in &changes.windows {
-            let t = i64::from(window) * INTERVAL_S;
-            days.insert(t.div_euclid(DAY_S));
-            if t.rem_euclid(DAY_S) < 3600 {
-                days.insert(t.div_euclid(DAY_S) - 1);
-            }
-        }
+        batch_days(
+            &changes.windows,
+            &reaches,
+            risk.max_window_minutes,
+            &mut dirty,
+        );
     }
-    let mut summary = MatchSummary::default();
-    let total = days.len();
-    for (done, day) in days.into_iter().enumerate() {
-        let (day_from, day_to) = (day * DAY_S, (day + 1) * DAY_S);
-        progress(done, total, day_from);
-        let day_keys: Vec<MatchKey> = keys
-            .iter()
-            .filter(|k| {
-                let (from, to) = reach(k);
-                from < day_to + 3600 && to > day_from
+
+    let counts: BTreeMap<u32, DayCount> = store
+        .day_counts()?
+        .into_iter()
+        .map(|c| (c.day, c))
+        .collect();
+    let read = match cache.refresh(store, &counts) {
+        Ok(read) => read as usize,
+        Err(e) => {
+            // A refresh cut short may have extended some days and not others.
+            cache.clear();
+            return Err(e);
+        }
+    };
+    let mut summary = MatchSummary {
+        sightings: read,
+        ..MatchSummary::default()
+    };
+    let upto = cache.watermark;
+    let with_sightings = |lo: i64, hi: i64| -> Vec<u32> {
+        let lo = u32::try_from(lo.max(0)).unwrap_or(u32::MAX);
+        let hi = u32::try_from(hi.max(-1)).unwrap_or(u32::MAX);
+        if hi < lo {
+            return Vec::new();
+        }
+        counts.range(lo..=hi).map(|(&day, _)| day).collect()
+    };
+    let estimate = |cache: &MatchCache, days: &[u32]| -> u64 {
+        days.iter()
+            .map(|&day| match cache.days.day_bytes(day) {
+                Some(bytes) => bytes as u64,
+                None => counts
+                    .get(&day)
+                    .map_or(0, |c| c.sightings * EST_BYTES_PER_SIGHTING),
             })
-            .map(|k| MatchKey {
+            .sum()
+    };
+    // The days a dirty day's keys are looked up in, as one range (None: no key involves it).
+    let needed = |day: i64| -> Option<(i64, i64)> {
+        reaches
+            .iter()
+            .filter(|r| r.affects().contains(&day))
+            .map(KeyReach::needed)
+            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
+    };
+
+    let dirty: Vec<i64> = dirty.into_iter().collect();
+    let budget = cache.days.budget_bytes() as u64;
+    let (total, mut done, mut next) = (dirty.len(), 0, 0);
+    while next < dirty.len() {
+        // A pass: consecutive dirty days while their sightings fit the budget (at least one).
+        let mut pass = BTreeSet::from([dirty[next]]);
+        let mut range = needed(dirty[next]);
+        next += 1;
+        while let Some(&day) = dirty.get(next) {
+            let (grown, apart) = match (range, needed(day)) {
+                (Some(a), Some(b)) => (Some((a.0.min(b.0), a.1.max(b.1))), b.0 > a.1 + 1),
+                (a, b) => (a.or(b), false),
+            };
+            // Days whose keys reach disjoint days go to separate passes: one pass would index
+            // the days between too.
+            let fits =
+                grown.is_none_or(|(lo, hi)| estimate(cache, &with_sightings(lo, hi)) <= budget);
+            if apart || !fits {
+                break;
+            }
+            (range, next) = (grown, next + 1);
+            pass.insert(day);
+        }
+
+        let pass_keys: Vec<MatchKey> = keys
+            .iter()
+            .zip(&reaches)
+            .filter(|(_, r)| pass.range(r.affects()).next().is_some())
+            .map(|(k, _)| MatchKey {
                 id: k.id,
                 key: k.key.clone(),
             })
             .collect();
-        if day_keys.is_empty() {
-            store.replace_exposures_between(day_from, day_to, &[], &[])?;
-            continue;
+        let report = match range {
+            Some((lo, hi)) if !pass_keys.is_empty() => {
+                let days = with_sightings(lo, hi);
+                let missing: Vec<u32> = days
+                    .iter()
+                    .copied()
+                    .filter(|&d| !cache.days.contains(d))
+                    .collect();
+                let keep: BTreeSet<u32> = days.iter().copied().collect();
+                let reserve = estimate(cache, &missing) as usize;
+                cache.days.evict(&keep, reserve);
+                summary.sightings += load_days(store, &mut cache.days, &missing, upto)? as usize;
+                let index = cache.days.index(days.iter().copied())?;
+                index.match_keys(&pass_keys, risk, matching::default_threads())
+            }
+            _ => matching::MatchReport::default(),
+        };
+        for &day in &pass {
+            progress(done, total, day * DAY_S);
+            done += 1;
+            let (day_from, day_to) = (day * DAY_S, (day + 1) * DAY_S);
+            let events: Vec<ExposureRow> = report
+                .events
+                .iter()
+                .filter(|e| (day_from..day_to).contains(&e.start_unix_s))
+                .map(|e| ExposureRow {
+                    key_id: e.key_id,
+                    venue: e.venue,
+                    start_s: e.start_unix_s,
+                    end_s: e.end_unix_s,
+                    score: e.score,
+                    min_attenuation_db: e.min_attenuation_db,
+                    typical_attenuation_db: e.typical_attenuation_db,
+                    minutes_by_bucket: e.minutes_by_bucket,
+                    report_type: e.report_type.to_i32(),
+                })
+                .collect();
+            let hours: Vec<VenueHourRow> = report
+                .venue_hours
+                .iter()
+                .filter(|h| (day_from..day_to).contains(&h.hour_start_unix_s))
+                .map(|h| VenueHourRow {
+                    venue: h.venue,
+                    hour_start_s: h.hour_start_unix_s,
+                    exposure_events: h.exposure_events,
+                    infectious_keys: h.infectious_keys,
+                    exposure_minutes: h.exposure_minutes,
+                    max_score: h.max_score,
+                    total_score: h.total_score,
+                    co_present: h.co_present_visitors,
+                })
+                .collect();
+            store.replace_exposures_between(day_from, day_to, &events, &hours)?;
+            summary.events += events.len();
+            summary.venue_hours += hours.len();
         }
-        let from = keys_from(&day_keys, tolerance);
-        let to = keys_to(&day_keys, tolerance);
-        let sightings: Vec<VenueSighting> = store
-            .sightings(
-                crate::crypto::Enin(from.div_euclid(INTERVAL_S).max(0) as u32),
-                crate::crypto::Enin((to.div_euclid(INTERVAL_S) + 1).max(0) as u32),
-            )?
-            .into_iter()
-            .map(|s| VenueSighting {
-                venue: s.venue,
-                window_start: s.window_start,
-                window_minutes: s.window_minutes,
-                rpi: s.rpi,
-                aem: s.aem,
-                rssi_calibration_db: s.rssi_calibration_db,
-                minutes: s.minutes,
-            })
-            .collect();
-        let report = matching::match_keys(&day_keys, &sightings, risk);
-        let events: Vec<ExposureRow> = report
-            .events
-            .iter()
-            .filter(|e| (day_from..day_to).contains(&e.start_unix_s))
-            .map(|e| ExposureRow {
-                key_id: e.key_id,
-                venue: e.venue,
-                start_s: e.start_unix_s,
-                end_s: e.end_unix_s,
-                score: e.score,
-                min_attenuation_db: e.min_attenuation_db,
-                typical_attenuation_db: e.typical_attenuation_db,
-                minutes_by_bucket: e.minutes_by_bucket,
-                report_type: e.report_type.to_i32(),
-            })
-            .collect();
-        let hours: Vec<VenueHourRow> = report
-            .venue_hours
-            .iter()
-            .filter(|h| (day_from..day_to).contains(&h.hour_start_unix_s))
-            .map(|h| VenueHourRow {
-                venue: h.venue,
-                hour_start_s: h.hour_start_unix_s,
-                exposure_events: h.exposure_events,
-                infectious_keys: h.infectious_keys,
-                exposure_minutes: h.exposure_minutes,
-                max_score: h.max_score,
-                total_score: h.total_score,
-                co_present: h.co_present_visitors,
-            })
-            .collect();
-        store.replace_exposures_between(day_from, day_to, &events, &hours)?;
-        summary.days += 1;
-        summary.keys = summary.keys.max(day_keys.len());
-        summary.sightings += sightings.len();
-        summary.events += events.len();
-        summary.venue_hours += hours.len();
+        summary.days += pass.len();
+        summary.keys = summary.keys.max(pass_keys.len());
         summary.stats = report.stats;
     }
+    cache.days.evict(&BTreeSet::new(), 0);
     store.set_matched(changes.watermark)?;
     Ok(summary)
-}
-
-fn keys_from(keys: &[MatchKey], tolerance: i64) -> i64 {
-    keys.iter()
-        .map(|k| i64::from(k.key.rolling_start.0) * INTERVAL_S - tolerance)
-        .min()
-        .unwrap_or(0)
-}
-
-fn keys_to(keys: &[MatchKey], tolerance: i64) -> i64 {
-    keys.iter()
-        .map(|k| {
-            (i64::from(k.key.rolling_start.0) + i64::from(k.key.rolling_period.get())) * INTERVAL_S
-                + tolerance
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 /// A progress printer for long matches: one line per day on stderr, only when stderr is a
@@ -476,6 +797,7 @@ pub fn run(config: &AuthorityConfig, database: &Path) -> Result<IngestReport, Se
         retention: config.retention.sightings,
     };
     let risk = risk_config(&config.matching);
+    let cache = MatchCache::from_settings(&config.matching);
     let retention = config.retention;
     let share_group = config.mqtt.share_group.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -490,6 +812,7 @@ pub fn run(config: &AuthorityConfig, database: &Path) -> Result<IngestReport, Se
             Arc::clone(&store),
             risk,
             retention,
+            cache,
             shutdown.clone(),
         ));
         info!(database = %database.display(), "authority starting");
@@ -512,15 +835,22 @@ pub fn run(config: &AuthorityConfig, database: &Path) -> Result<IngestReport, Se
     })
 }
 
+/// Purges by retention hourly and re-matches after new batches, at most once a minute. The
+/// match cache lives here, between runs: each run only reads the sightings stored since the
+/// last one (and days evicted or purged since).
 async fn housekeeping(
     store: Arc<Mutex<SqliteStore>>,
     risk: RiskConfig,
     retention: config::RetentionSettings,
+    cache: MatchCache,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     let mut matched_batches = None;
     let mut minutes = 0u64;
+    let budget = cache.days.budget_bytes();
+    // Moved into each blocking run and back; lost (and rebuilt) only if a run panics.
+    let mut cache = Some(cache);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -530,44 +860,61 @@ async fn housekeeping(
         let purge = minutes.is_multiple_of(60);
         minutes += 1;
         let last = matched_batches;
-        let result = tokio::task::spawn_blocking(move || -> Result<Option<u64>, ServiceError> {
-            let mut store = store
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if purge {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64);
-                let purged = store.purge(
-                    now - retention.sightings.as_secs() as i64,
-                    now - retention.keys.as_secs() as i64,
-                )?;
-                info!(
-                    batches = purged.batches,
-                    sightings = purged.sightings,
-                    keys = purged.keys,
-                    "retention purge"
-                );
-            }
-            let batches = store.batch_count()?;
-            if last != Some(batches) {
-                let summary = match_store(&mut store, &risk, false)?;
-                if summary.days > 0 {
+        let mut owned = cache.take().unwrap_or_else(|| MatchCache::new(budget));
+        let result = tokio::task::spawn_blocking(move || {
+            let mut run = || -> Result<Option<u64>, ServiceError> {
+                let mut store = store
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if purge {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64);
+                    let sightings_before = now - retention.sightings.as_secs() as i64;
+                    let purged =
+                        store.purge(sightings_before, now - retention.keys.as_secs() as i64)?;
+                    owned.forget_before(Enin((sightings_before.max(0) / 600) as u32));
                     info!(
-                        days = summary.days,
-                        sightings = summary.sightings,
-                        events = summary.events,
-                        venue_hours = summary.venue_hours,
-                        "matched new batches and keys"
+                        batches = purged.batches,
+                        sightings = purged.sightings,
+                        keys = purged.keys,
+                        "retention purge"
                     );
                 }
-            }
-            Ok(Some(batches))
+                let batches = store.batch_count()?;
+                if last != Some(batches) {
+                    let summary = match_store_cached(
+                        &mut store,
+                        &risk,
+                        false,
+                        &mut owned,
+                        &mut |_, _, _| {},
+                    )?;
+                    if summary.days > 0 {
+                        info!(
+                            days = summary.days,
+                            sightings_read = summary.sightings,
+                            events = summary.events,
+                            venue_hours = summary.venue_hours,
+                            cached_days = owned.days(),
+                            cache_mib = owned.memory_bytes() >> 20,
+                            "matched new batches and keys"
+                        );
+                    }
+                }
+                Ok(Some(batches))
+            };
+            let result = run();
+            (owned, result)
         })
         .await;
         match result {
-            Ok(Ok(batches)) => matched_batches = batches,
-            Ok(Err(e)) => {
+            Ok((owned, Ok(batches))) => {
+                cache = Some(owned);
+                matched_batches = batches;
+            }
+            Ok((owned, Err(e))) => {
+                cache = Some(owned);
                 tracing::warn!(error = %crate::exit::describe(&e), "housekeeping failed; retrying next minute")
             }
             Err(e) => tracing::warn!(error = %e, "housekeeping task failed"),

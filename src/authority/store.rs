@@ -210,6 +210,68 @@ pub struct StoredSighting {
     pub minutes: Vec<MinuteRssi>,
 }
 
+/// Which stored sightings [`SqliteStore::read_sightings`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SightingSelection {
+    /// Those of windows starting in `from..to` (ENINs), stored at or before row `upto` (a
+    /// [`SqliteStore::sighting_watermark`]).
+    Windows {
+        /// First window start.
+        from: Enin,
+        /// End of the window starts (exclusive).
+        to: Enin,
+        /// Highest sighting row id read.
+        upto: i64,
+    },
+    /// Those stored after row `after`, up to row `upto`.
+    StoredBetween {
+        /// Sighting row id already read.
+        after: i64,
+        /// Highest sighting row id read.
+        upto: i64,
+    },
+}
+
+/// One stored sighting as [`SqliteStore::read_sightings`] passes it: borrowed from the row
+/// being read.
+#[derive(Debug, Clone, Copy)]
+pub struct SightingRow<'a> {
+    /// The batch's row id.
+    pub batch: i64,
+    /// Venue number.
+    pub venue: u32,
+    /// Window start.
+    pub window_start: Enin,
+    /// Window length, minutes.
+    pub window_minutes: u32,
+    /// The RPI.
+    pub rpi: Rpi,
+    /// Its AEM.
+    pub aem: Aem,
+    /// The gateway's calibration.
+    pub rssi_calibration_db: i32,
+    /// Per-minute RSSI as stored, 8 bytes a minute.
+    packed_minutes: &'a [u8],
+}
+
+impl SightingRow<'_> {
+    /// Per-minute RSSI, decoded as it is iterated.
+    pub fn minutes(&self) -> impl ExactSizeIterator<Item = MinuteRssi> + '_ {
+        self.packed_minutes.chunks_exact(8).map(unpack_minute)
+    }
+}
+
+/// Batches and sightings of one UTC day ([`SqliteStore::day_counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayCount {
+    /// Days since the Unix epoch.
+    pub day: u32,
+    /// Batches with at least one sighting.
+    pub batches: u64,
+    /// Sightings.
+    pub sightings: u64,
+}
+
 /// Per gateway delivery status.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct GatewayStatus {
@@ -315,17 +377,28 @@ fn pack_minutes(minutes: &[MinuteRssi]) -> Vec<u8> {
     out
 }
 
+#[cfg(test)]
 fn unpack_minutes(bytes: &[u8]) -> Vec<MinuteRssi> {
-    bytes
-        .chunks_exact(8)
-        .map(|c| MinuteRssi {
-            minute: c[0],
-            count: u32::from_le_bytes([c[1], c[2], c[3], c[4]]),
-            min: c[5] as i8,
-            mean: c[6] as i8,
-            max: c[7] as i8,
-        })
-        .collect()
+    bytes.chunks_exact(8).map(unpack_minute).collect()
+}
+
+fn unpack_minute(c: &[u8]) -> MinuteRssi {
+    MinuteRssi {
+        minute: c[0],
+        count: u32::from_le_bytes([c[1], c[2], c[3], c[4]]),
+        min: c[5] as i8,
+        mean: c[6] as i8,
+        max: c[7] as i8,
+    }
+}
+
+/// The bytes of a BLOB column (empty for anything else: matching treats a malformed row as
+/// carrying a zero RPI and no minutes rather than failing the whole run).
+fn blob<'a>(row: &'a rusqlite::Row<'_>, column: usize) -> rusqlite::Result<&'a [u8]> {
+    Ok(match row.get_ref(column)? {
+        rusqlite::types::ValueRef::Blob(bytes) => bytes,
+        _ => &[],
+    })
 }
 
 fn report_type_code(r: Option<ReportType>) -> Option<i64> {
@@ -689,30 +762,111 @@ impl SqliteStore {
 
     /// Sightings of windows starting in `from..to` (ENINs), for matching.
     pub fn sightings(&self, from: Enin, to: Enin) -> Result<Vec<StoredSighting>, StoreError> {
+        let mut out = Vec::new();
+        self.read_sightings(
+            SightingSelection::Windows {
+                from,
+                to,
+                upto: i64::MAX,
+            },
+            |s| {
+                out.push(StoredSighting {
+                    venue: s.venue,
+                    window_start: s.window_start,
+                    window_minutes: s.window_minutes,
+                    rpi: s.rpi,
+                    aem: s.aem,
+                    rssi_calibration_db: s.rssi_calibration_db,
+                    minutes: s.minutes().collect(),
+                })
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Calls `each` with every selected sighting, in the order of their windows (and of their
+    /// storage within a window: a batch's sightings are together). Nothing is allocated per
+    /// row: `each` sees the row's own bytes. Returns the number of sightings read.
+    pub fn read_sightings(
+        &self,
+        which: SightingSelection,
+        mut each: impl FnMut(&SightingRow<'_>),
+    ) -> Result<u64, StoreError> {
+        // The JOIN finds each row's batch by primary key; rows of one batch are stored
+        // together, so those lookups hit the same (cached) page.
+        const COLUMNS: &str =
+            "SELECT s.batch, s.venue_id, s.window_start_enin, b.window_minutes, s.rpi, s.aem,
+                 b.calibration_db, s.minutes FROM sighting s JOIN batch b ON b.id = s.batch";
+        let (sql, args) = match which {
+            SightingSelection::Windows { from, to, upto } => (
+                format!(
+                    "{COLUMNS} WHERE s.window_start_enin >= ?1 AND s.window_start_enin < ?2
+                     AND s.rowid <= ?3 ORDER BY s.window_start_enin, s.rowid"
+                ),
+                [i64::from(from.0), i64::from(to.0), upto],
+            ),
+            SightingSelection::StoredBetween { after, upto } => (
+                format!("{COLUMNS} WHERE s.rowid > ?1 AND s.rowid <= ?2 ORDER BY s.rowid"),
+                [after, upto, 0],
+            ),
+        };
+        let err = self.err("read sightings");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(&err)?;
+        let mut rows = match which {
+            SightingSelection::Windows { .. } => stmt.query(args),
+            SightingSelection::StoredBetween { .. } => stmt.query([args[0], args[1]]),
+        }
+        .map_err(&err)?;
+        let mut n = 0u64;
+        while let Some(r) = rows.next().map_err(&err)? {
+            let row = (|| -> rusqlite::Result<SightingRow<'_>> {
+                Ok(SightingRow {
+                    batch: r.get(0)?,
+                    venue: r.get(1)?,
+                    window_start: Enin(r.get(2)?),
+                    window_minutes: r.get(3)?,
+                    rpi: Rpi::from_slice(blob(r, 4)?).unwrap_or(Rpi::from_bytes([0; 16])),
+                    aem: Aem::from_slice(blob(r, 5)?).unwrap_or(Aem::from_bytes([0; 4])),
+                    rssi_calibration_db: r.get(6)?,
+                    packed_minutes: blob(r, 7)?,
+                })
+            })()
+            .map_err(&err)?;
+            each(&row);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The highest sighting row id stored so far (0 when there is none): sightings stored
+    /// later have higher ones, unless every sighting was deleted (then ids start again).
+    pub fn sighting_watermark(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT coalesce(max(rowid), 0) FROM sighting", [], |r| {
+                r.get(0)
+            })
+            .map_err(self.err("read sighting watermark"))
+    }
+
+    /// Per UTC day of their windows (days since the Unix epoch), the batches holding sightings
+    /// and how many sightings they hold, by day. Reads the batch table only.
+    pub fn day_counts(&self) -> Result<Vec<DayCount>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT s.venue_id, s.window_start_enin, b.window_minutes, s.rpi, s.aem, b.calibration_db, s.minutes
-                 FROM sighting s JOIN batch b ON b.id = s.batch
-                 WHERE s.window_start_enin >= ?1 AND s.window_start_enin < ?2",
+            .prepare_cached(
+                "SELECT window_start_enin / 144 AS day, count(*), sum(sightings) FROM batch
+                 WHERE sightings > 0 GROUP BY day ORDER BY day",
             )
-            .map_err(self.err("read sightings"))?;
-        stmt.query_map(params![from.0, to.0], |r| {
-            let rpi: Vec<u8> = r.get(3)?;
-            let aem: Vec<u8> = r.get(4)?;
-            let minutes: Vec<u8> = r.get(6)?;
-            Ok(StoredSighting {
-                venue: r.get(0)?,
-                window_start: Enin(r.get(1)?),
-                window_minutes: r.get(2)?,
-                rpi: Rpi::from_slice(&rpi).unwrap_or(Rpi::from_bytes([0; 16])),
-                aem: Aem::from_slice(&aem).unwrap_or(Aem::from_bytes([0; 4])),
-                rssi_calibration_db: r.get(5)?,
-                minutes: unpack_minutes(&minutes),
+            .map_err(self.err("count sightings per day"))?;
+        stmt.query_map([], |r| {
+            Ok(DayCount {
+                day: r.get(0)?,
+                batches: r.get::<_, i64>(1)? as u64,
+                sightings: r.get::<_, i64>(2)? as u64,
             })
         })
         .and_then(Iterator::collect)
-        .map_err(self.err("read sightings"))
+        .map_err(self.err("count sightings per day"))
     }
 
     /// Imports keys in one transaction. A key already stored with the same data is unchanged;
