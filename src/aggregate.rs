@@ -62,6 +62,20 @@ pub struct Counters {
     pub unrelated: u64,
 }
 
+impl Counters {
+    /// Adds `other`'s counts to these (totals over several windows).
+    pub fn add(&mut self, other: &Counters) {
+        self.adverts += other.adverts;
+        self.gaen += other.gaen;
+        self.malformed += other.malformed;
+        self.dropped += other.dropped;
+        self.late += other.late;
+        self.bluetrace_adverts += other.bluetrace_adverts;
+        self.bluetrace_devices += other.bluetrace_devices;
+        self.unrelated += other.unrelated;
+    }
+}
+
 /// RSSI statistics of one RPI over one minute of the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MinuteRssi {

@@ -246,7 +246,7 @@ impl Daemon {
             sightings: window.sightings.len() as u64,
         };
         let sightings = window.sightings.len();
-        add_counters(&mut self.totals, &window.counters);
+        self.totals.add(&window.counters);
         let outbox = Arc::clone(&self.outbox);
         let batch_id = tokio::task::spawn_blocking(move || -> Result<String, DaemonError> {
             let mut outbox = outbox
@@ -387,7 +387,7 @@ impl Daemon {
         let now = now_ms();
         let mut totals = self.totals;
         if let Some(open) = aggregator.open_counters() {
-            add_counters(&mut totals, open);
+            totals.add(open);
         }
         let window_s = u64::from(self.settings.aggregator.window_intervals) * 600;
         let start = aggregator.open_window().map_or(0, |e| u64::from(e.0) * 600);
@@ -432,17 +432,6 @@ impl Daemon {
             counters,
         })
     }
-}
-
-fn add_counters(total: &mut Counters, c: &Counters) {
-    total.adverts += c.adverts;
-    total.gaen += c.gaen;
-    total.malformed += c.malformed;
-    total.dropped += c.dropped;
-    total.late += c.late;
-    total.bluetrace_adverts += c.bluetrace_adverts;
-    total.bluetrace_devices += c.bluetrace_devices;
-    total.unrelated += c.unrelated;
 }
 
 /// Runs the gateway until `shutdown` (or, with `exit_when_delivered`, until the source has
