@@ -683,19 +683,7 @@ fn store(p: &Params, path: &std::path::Path) {
                         to: Enin(day * 144 + 144),
                         upto,
                     },
-                    |row| {
-                        table.push(
-                            SightingHeader {
-                                venue: row.venue,
-                                window_start: row.window_start,
-                                window_minutes: row.window_minutes,
-                                rpi: row.rpi,
-                                aem: row.aem,
-                                rssi_calibration_db: row.rssi_calibration_db,
-                            },
-                            row.minutes(),
-                        )
-                    },
+                    |row| table.push(row.header, row.minutes()),
                 )
                 .expect("read");
             std::hint::black_box(&table);

@@ -6,7 +6,7 @@
 use venuetrace::advert::{Advert, ServiceUuid};
 use venuetrace::aggregate::{Aggregator, AggregatorConfig};
 use venuetrace::authority::ingest::{IngestLimits, Outcome, process};
-use venuetrace::authority::store::SqliteStore;
+use venuetrace::authority::store::{SightingSelection, SqliteStore};
 use venuetrace::batch::{Batch, BatchId, GatewayId};
 use venuetrace::crypto::Enin;
 use venuetrace::seal::{self, KeyPair};
@@ -120,9 +120,15 @@ fn stores_once_and_receipts_every_time() {
     let from = Enin((recent() / 600) as u32);
     assert_eq!(
         f.store
-            .sightings(from, Enin(from.0 + 1))
-            .expect("sightings")
-            .len(),
+            .read_sightings(
+                SightingSelection::Windows {
+                    from,
+                    to: Enin(from.0 + 1),
+                    upto: i64::MAX,
+                },
+                |_| {},
+            )
+            .expect("sightings"),
         3
     );
 }

@@ -10,15 +10,14 @@ use super::config::{self, AuthorityConfig, Database, MatchingSettings};
 use super::ingest::{self, IngestLimits, IngestReport};
 use super::registry::RegistryError;
 use super::store::{
-    DayCount, ExposureFilter, ExposureRow, SightingRow, SightingSelection, SqliteStore, StoreError,
-    VenueHourRow,
+    DayCount, ExposureFilter, ExposureRow, SightingSelection, SqliteStore, StoreError, VenueHourRow,
 };
 use crate::crypto::{Enin, INTERVALS_PER_DAY};
 use crate::exit::Exit;
 use crate::gateway::publisher::MqttSettings;
 use crate::matching::{
     self, DayCache, DayPart, IndexError, MAX_SPAN_INTERVALS, MatchKey, MatchStats, RiskConfig,
-    SightingHeader, SightingTable,
+    SightingTable,
 };
 use crate::output::{ListFormat, Table};
 use crate::seal::{KeyFileError, KeyPair};
@@ -330,14 +329,14 @@ impl MatchCache {
                     upto,
                 },
                 |row| {
-                    let day = row.window_start.0 / INTERVALS_PER_DAY;
+                    let day = row.header.window_start.0 / INTERVALS_PER_DAY;
                     if days.contains(day) {
                         let (table, batches, last) = fresh.entry(day).or_default();
                         // A batch's sightings are stored together, in one transaction.
                         if *last != row.batch {
                             (*batches, *last) = (*batches + 1, row.batch);
                         }
-                        table.push(sighting_header(row), row.minutes());
+                        table.push(row.header, row.minutes());
                     }
                 },
             )?;
@@ -358,17 +357,6 @@ impl MatchCache {
             self.days.remove(day);
         }
         Ok(read)
-    }
-}
-
-fn sighting_header(row: &SightingRow<'_>) -> SightingHeader {
-    SightingHeader {
-        venue: row.venue,
-        window_start: row.window_start,
-        window_minutes: row.window_minutes,
-        rpi: row.rpi,
-        aem: row.aem,
-        rssi_calibration_db: row.rssi_calibration_db,
     }
 }
 
@@ -434,7 +422,7 @@ fn read_day(
             if last != row.batch {
                 (batches, last) = (batches + 1, row.batch);
             }
-            table.push(sighting_header(row), row.minutes());
+            table.push(row.header, row.minutes());
         },
     )?;
     Ok((table, batches))

@@ -14,6 +14,7 @@ use crate::aggregate::{Counters, MinuteRssi};
 use crate::batch::Batch;
 use crate::crypto::{Aem, Enin, Rpi};
 use crate::export::{DiagnosisKey, ReportType};
+use crate::matching::SightingHeader;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 
@@ -191,25 +192,6 @@ pub enum Stored {
     Duplicate,
 }
 
-/// One stored sighting, as matching reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredSighting {
-    /// Venue number.
-    pub venue: u32,
-    /// Window start.
-    pub window_start: Enin,
-    /// Window length, minutes.
-    pub window_minutes: u32,
-    /// The RPI.
-    pub rpi: Rpi,
-    /// Its AEM.
-    pub aem: Aem,
-    /// The gateway's calibration.
-    pub rssi_calibration_db: i32,
-    /// Per-minute RSSI.
-    pub minutes: Vec<MinuteRssi>,
-}
-
 /// Which stored sightings [`SqliteStore::read_sightings`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SightingSelection {
@@ -238,18 +220,8 @@ pub enum SightingSelection {
 pub struct SightingRow<'a> {
     /// The batch's row id.
     pub batch: i64,
-    /// Venue number.
-    pub venue: u32,
-    /// Window start.
-    pub window_start: Enin,
-    /// Window length, minutes.
-    pub window_minutes: u32,
-    /// The RPI.
-    pub rpi: Rpi,
-    /// Its AEM.
-    pub aem: Aem,
-    /// The gateway's calibration.
-    pub rssi_calibration_db: i32,
+    /// Venue, window, RPI, AEM and calibration, as matching keeps them.
+    pub header: SightingHeader,
     /// Per-minute RSSI as stored, 8 bytes a minute.
     packed_minutes: &'a [u8],
 }
@@ -760,30 +732,6 @@ impl SqliteStore {
         .map_err(self.err("gateway status"))
     }
 
-    /// Sightings of windows starting in `from..to` (ENINs), for matching.
-    pub fn sightings(&self, from: Enin, to: Enin) -> Result<Vec<StoredSighting>, StoreError> {
-        let mut out = Vec::new();
-        self.read_sightings(
-            SightingSelection::Windows {
-                from,
-                to,
-                upto: i64::MAX,
-            },
-            |s| {
-                out.push(StoredSighting {
-                    venue: s.venue,
-                    window_start: s.window_start,
-                    window_minutes: s.window_minutes,
-                    rpi: s.rpi,
-                    aem: s.aem,
-                    rssi_calibration_db: s.rssi_calibration_db,
-                    minutes: s.minutes().collect(),
-                })
-            },
-        )?;
-        Ok(out)
-    }
-
     /// Calls `each` with every selected sighting, in the order of their windows (and of their
     /// storage within a window: a batch's sightings are together). Nothing is allocated per
     /// row: `each` sees the row's own bytes. Returns the number of sightings read.
@@ -822,12 +770,14 @@ impl SqliteStore {
             let row = (|| -> rusqlite::Result<SightingRow<'_>> {
                 Ok(SightingRow {
                     batch: r.get(0)?,
-                    venue: r.get(1)?,
-                    window_start: Enin(r.get(2)?),
-                    window_minutes: r.get(3)?,
-                    rpi: Rpi::from_slice(blob(r, 4)?).unwrap_or(Rpi::from_bytes([0; 16])),
-                    aem: Aem::from_slice(blob(r, 5)?).unwrap_or(Aem::from_bytes([0; 4])),
-                    rssi_calibration_db: r.get(6)?,
+                    header: SightingHeader {
+                        venue: r.get(1)?,
+                        window_start: Enin(r.get(2)?),
+                        window_minutes: r.get(3)?,
+                        rpi: Rpi::from_slice(blob(r, 4)?).unwrap_or(Rpi::from_bytes([0; 16])),
+                        aem: Aem::from_slice(blob(r, 5)?).unwrap_or(Aem::from_bytes([0; 4])),
+                        rssi_calibration_db: r.get(6)?,
+                    },
                     packed_minutes: blob(r, 7)?,
                 })
             })()
