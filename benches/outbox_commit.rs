@@ -52,6 +52,7 @@ fn envelope() -> Vec<u8> {
         closed_early: false,
         counters,
         sightings,
+        tempids: Vec::new(),
     };
     let batch = Batch::from_window(
         GatewayId::new("gw-bench").expect("id"),

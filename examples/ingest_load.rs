@@ -97,6 +97,7 @@ async fn main() {
                 closed_early: false,
                 counters,
                 sightings,
+                tempids: Vec::new(),
             };
             let batch = Batch::from_window(
                 GatewayId::new(&format!("gw-{g}")).expect("id"),

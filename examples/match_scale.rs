@@ -617,6 +617,7 @@ fn write_store(p: &Params, path: &std::path::Path) {
                 closed_early: false,
                 rssi_calibration_db: calibration(g),
                 counters: Counters::default(),
+                tempids: Vec::new(),
                 sightings: chunk
                     .iter()
                     .map(|r| {
@@ -777,6 +778,7 @@ fn store(p: &Params, path: &std::path::Path) {
             closed_early: false,
             rssi_calibration_db: 0,
             counters: Counters::default(),
+            tempids: Vec::new(),
             sightings: (0..20u64)
                 .map(|i| {
                     let a = mix(u64::from(g) << 20 ^ i ^ 0xBEEF);

@@ -113,6 +113,10 @@ pub struct Advert {
     pub service_data: Vec<(ServiceUuid, Vec<u8>)>,
     /// Manufacturer-specific data, by company identifier, in order of appearance.
     pub manufacturer_data: Vec<(u16, Vec<u8>)>,
+    /// A BlueTrace TempID read over GATT from this device (the BlueZ source with
+    /// `bluetrace.collect_tempids`, or the simulator), at `time_ms` with `rssi`. Such a value is
+    /// a read, not an advert: the AD fields are empty and the aggregator counts it apart.
+    pub tempid_read: Option<crate::bluetrace::TempIdRead>,
 }
 
 impl Advert {

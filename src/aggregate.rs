@@ -10,10 +10,12 @@
 //! minute, so the authority can rebuild the phone's scan instances. Memory is bounded by a cap
 //! on distinct RPIs per window; what the cap turns away is counted. BlueTrace phones carry no
 //! identifier in their adverts: they are counted, and their distinct (rotating) addresses are
-//! counted in memory only, as an estimate of devices present.
+//! counted in memory only, as an estimate of devices present. When the gateway reads their
+//! TempIDs over GATT (opt-in), each distinct encrypted TempID gets a sighting like an RPI's.
 
 use crate::advert::{Advert, DeviceAddress, ServiceUuid};
 use crate::beacon::{Beacon, classify};
+use crate::bluetrace::{TempId, TempIdRead};
 use crate::crypto::{Aem, Enin, Rpi};
 use std::collections::{HashMap, HashSet};
 
@@ -29,6 +31,8 @@ pub struct AggregatorConfig {
     pub max_rpis: usize,
     /// BlueTrace service UUIDs of this deployment.
     pub bluetrace_uuids: Vec<ServiceUuid>,
+    /// Distinct TempIDs kept per window; more are dropped and counted.
+    pub max_tempids: usize,
 }
 
 impl Default for AggregatorConfig {
@@ -37,6 +41,7 @@ impl Default for AggregatorConfig {
             window_intervals: 1,
             max_rpis: 50_000,
             bluetrace_uuids: Vec::new(),
+            max_tempids: 10_000,
         }
     }
 }
@@ -58,6 +63,12 @@ pub struct Counters {
     pub bluetrace_adverts: u64,
     /// Distinct BlueTrace device addresses (an estimate of phones: addresses rotate).
     pub bluetrace_devices: u64,
+    /// BlueTrace TempIDs read over GATT and kept (reads, not distinct TempIDs). Reads are not
+    /// adverts: they are not in `adverts`.
+    pub bluetrace_reads: u64,
+    /// TempID reads turned away: new TempIDs over the per-window cap, or older than the open
+    /// window.
+    pub bluetrace_reads_dropped: u64,
     /// Adverts of anything else.
     pub unrelated: u64,
 }
@@ -72,6 +83,8 @@ impl Counters {
         self.late += other.late;
         self.bluetrace_adverts += other.bluetrace_adverts;
         self.bluetrace_devices += other.bluetrace_devices;
+        self.bluetrace_reads += other.bluetrace_reads;
+        self.bluetrace_reads_dropped += other.bluetrace_reads_dropped;
         self.unrelated += other.unrelated;
     }
 }
@@ -108,6 +121,24 @@ pub struct Sighting {
     pub minutes: Vec<MinuteRssi>,
 }
 
+/// One BlueTrace TempID read in a window (a phone answers every read within the TempID's
+/// 15 minutes with the same one, so a phone staying a while is read several times).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TempIdSighting {
+    /// The encrypted TempID, as read.
+    pub tempid: TempId,
+    /// The organisation code that came with it.
+    pub org: String,
+    /// First minute offset read.
+    pub first_minute: u8,
+    /// Last minute offset read.
+    pub last_minute: u8,
+    /// Reads.
+    pub reads: u32,
+    /// Per-minute RSSI of the reads, by minute, ascending.
+    pub minutes: Vec<MinuteRssi>,
+}
+
 /// A closed window: what goes into one batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
@@ -121,6 +152,8 @@ pub struct Window {
     pub counters: Counters,
     /// One entry per distinct RPI, in RPI order (so a batch reveals nothing of arrival order).
     pub sightings: Vec<Sighting>,
+    /// One entry per distinct TempID read, in TempID order.
+    pub tempids: Vec<TempIdSighting>,
 }
 
 impl Window {
@@ -132,6 +165,7 @@ impl Window {
             closed_early: false,
             counters: Counters::default(),
             sightings: Vec::new(),
+            tempids: Vec::new(),
         }
     }
 
@@ -141,9 +175,9 @@ impl Window {
     }
 }
 
+/// When and how loud one identifier (RPI or TempID) was heard within a window.
 #[derive(Debug)]
-struct RpiState {
-    aem: Aem,
+struct Heard {
     first_minute: u8,
     last_minute: u8,
     reports: u32,
@@ -151,13 +185,57 @@ struct RpiState {
     minutes: Vec<(u8, u32, i8, i8, i32)>,
 }
 
+impl Heard {
+    fn new(minute: u8, rssi: i8) -> Self {
+        Self {
+            first_minute: minute,
+            last_minute: minute,
+            reports: 1,
+            minutes: vec![(minute, 1, rssi, rssi, i32::from(rssi))],
+        }
+    }
+
+    fn hear(&mut self, minute: u8, rssi: i8) {
+        self.reports += 1;
+        self.first_minute = self.first_minute.min(minute);
+        self.last_minute = self.last_minute.max(minute);
+        match self.minutes.iter_mut().rev().find(|m| m.0 == minute) {
+            Some(m) => {
+                m.1 += 1;
+                m.2 = m.2.min(rssi);
+                m.3 = m.3.max(rssi);
+                m.4 += i32::from(rssi);
+            }
+            None => self.minutes.push((minute, 1, rssi, rssi, i32::from(rssi))),
+        }
+    }
+
+    /// The per-minute statistics, ascending by minute.
+    fn minute_rssi(&self) -> Vec<MinuteRssi> {
+        let mut minutes: Vec<MinuteRssi> = self
+            .minutes
+            .iter()
+            .map(|&(minute, count, min, max, sum)| MinuteRssi {
+                minute,
+                count,
+                min,
+                max,
+                mean: (f64::from(sum) / f64::from(count)).round() as i8,
+            })
+            .collect();
+        minutes.sort_by_key(|m| m.minute);
+        minutes
+    }
+}
+
 #[derive(Debug)]
 struct OpenWindow {
     start: Enin,
     start_ms: u64,
     counters: Counters,
-    rpis: HashMap<Rpi, RpiState>,
+    rpis: HashMap<Rpi, (Aem, Heard)>,
     bluetrace: HashSet<DeviceAddress>,
+    tempids: HashMap<TempId, (String, Heard)>,
 }
 
 /// Aggregates adverts into windows. See the module documentation.
@@ -195,6 +273,7 @@ impl Aggregator {
             counters: Counters::default(),
             rpis: HashMap::new(),
             bluetrace: HashSet::new(),
+            tempids: HashMap::new(),
         });
     }
 
@@ -230,6 +309,10 @@ impl Aggregator {
     /// returned first; an advert older than the open window is counted as late and dropped.
     pub fn observe(&mut self, advert: &Advert) -> Option<Window> {
         let closed = self.tick(advert.time_ms);
+        if let Some(read) = &advert.tempid_read {
+            self.observe_read(advert.time_ms, advert.rssi, read);
+            return closed;
+        }
         let max_rpis = self.config.max_rpis;
         let beacon = classify(advert, &self.config.bluetrace_uuids);
         let Some(w) = self.open.as_mut() else {
@@ -244,37 +327,13 @@ impl Aggregator {
         match beacon {
             Beacon::Gaen(b) => {
                 w.counters.gaen += 1;
-                let rssi = advert.rssi;
                 let at_cap = w.rpis.len() >= max_rpis;
                 match w.rpis.get_mut(&b.rpi) {
-                    Some(state) => {
-                        state.reports += 1;
-                        state.first_minute = state.first_minute.min(minute);
-                        state.last_minute = state.last_minute.max(minute);
-                        match state.minutes.iter_mut().rev().find(|m| m.0 == minute) {
-                            Some(m) => {
-                                m.1 += 1;
-                                m.2 = m.2.min(rssi);
-                                m.3 = m.3.max(rssi);
-                                m.4 += i32::from(rssi);
-                            }
-                            None => {
-                                state.minutes.push((minute, 1, rssi, rssi, i32::from(rssi)));
-                            }
-                        }
-                    }
+                    Some((_, heard)) => heard.hear(minute, advert.rssi),
                     None if at_cap => w.counters.dropped += 1,
                     None => {
-                        w.rpis.insert(
-                            b.rpi,
-                            RpiState {
-                                aem: b.aem,
-                                first_minute: minute,
-                                last_minute: minute,
-                                reports: 1,
-                                minutes: vec![(minute, 1, rssi, rssi, i32::from(rssi))],
-                            },
-                        );
+                        w.rpis
+                            .insert(b.rpi, (b.aem, Heard::new(minute, advert.rssi)));
                     }
                 }
             }
@@ -288,11 +347,37 @@ impl Aggregator {
         closed
     }
 
+    /// A TempID read (the window is already the one containing `time_ms`, or later).
+    fn observe_read(&mut self, time_ms: u64, rssi: i8, read: &TempIdRead) {
+        let max_tempids = self.config.max_tempids;
+        let Some(w) = self.open.as_mut() else {
+            return; // unreachable: tick always leaves a window open
+        };
+        if time_ms < w.start_ms {
+            w.counters.bluetrace_reads_dropped += 1;
+            return;
+        }
+        let minute = ((time_ms - w.start_ms) / 60_000) as u8;
+        let at_cap = w.tempids.len() >= max_tempids;
+        match w.tempids.get_mut(&read.tempid) {
+            Some((_, heard)) => heard.hear(minute, rssi),
+            None if at_cap => {
+                w.counters.bluetrace_reads_dropped += 1;
+                return;
+            }
+            None => {
+                w.tempids
+                    .insert(read.tempid, (read.org.clone(), Heard::new(minute, rssi)));
+            }
+        }
+        w.counters.bluetrace_reads += 1;
+    }
+
     /// Closes the open window now, before its end (shutdown), if one is open and heard
     /// anything; an empty window closed early is simply discarded.
     pub fn close_early(&mut self) -> Option<Window> {
         match &self.open {
-            Some(w) if w.counters.adverts > 0 => self.close(true),
+            Some(w) if w.counters.adverts > 0 || w.counters.bluetrace_reads > 0 => self.close(true),
             _ => {
                 self.open = None;
                 None
@@ -307,36 +392,36 @@ impl Aggregator {
         let mut sightings: Vec<Sighting> = w
             .rpis
             .into_iter()
-            .map(|(rpi, s)| {
-                let mut minutes: Vec<MinuteRssi> = s
-                    .minutes
-                    .into_iter()
-                    .map(|(minute, count, min, max, sum)| MinuteRssi {
-                        minute,
-                        count,
-                        min,
-                        max,
-                        mean: (f64::from(sum) / f64::from(count)).round() as i8,
-                    })
-                    .collect();
-                minutes.sort_by_key(|m| m.minute);
-                Sighting {
-                    rpi,
-                    aem: s.aem,
-                    first_minute: s.first_minute,
-                    last_minute: s.last_minute,
-                    reports: s.reports,
-                    minutes,
-                }
+            .map(|(rpi, (aem, heard))| Sighting {
+                rpi,
+                aem,
+                first_minute: heard.first_minute,
+                last_minute: heard.last_minute,
+                reports: heard.reports,
+                minutes: heard.minute_rssi(),
             })
             .collect();
         sightings.sort_by_key(|s| s.rpi);
+        let mut tempids: Vec<TempIdSighting> = w
+            .tempids
+            .into_iter()
+            .map(|(tempid, (org, heard))| TempIdSighting {
+                tempid,
+                org,
+                first_minute: heard.first_minute,
+                last_minute: heard.last_minute,
+                reads: heard.reports,
+                minutes: heard.minute_rssi(),
+            })
+            .collect();
+        tempids.sort_by_key(|t| t.tempid);
         Some(Window {
             start: w.start,
             intervals: self.config.window_intervals,
             closed_early: early,
             counters,
             sightings,
+            tempids,
         })
     }
 }
@@ -483,6 +568,51 @@ mod tests {
             ),
             (10, 5, 2, 1, 3, 2, 1)
         );
+    }
+
+    fn read(time_ms: u64, tempid: u8, rssi: i8) -> Advert {
+        Advert {
+            time_ms,
+            rssi,
+            tempid_read: Some(TempIdRead {
+                tempid: TempId::from_bytes([tempid; TempId::LEN]),
+                org: "MAR".into(),
+            }),
+            ..Advert::default()
+        }
+    }
+
+    /// TempID reads become one sighting per TempID with per-minute RSSI; they are not counted
+    /// as adverts; past the cap and before the window they are dropped and counted; a window
+    /// with only reads is still delivered when closed early.
+    #[test]
+    fn tempid_reads() {
+        let mut agg = Aggregator::new(AggregatorConfig {
+            max_tempids: 2,
+            ..AggregatorConfig::default()
+        });
+        agg.observe(&gaen(T0 + 1_000, 1, -60));
+        agg.observe(&read(T0 + 10_000, 5, -70));
+        agg.observe(&read(T0 + 110_000, 5, -66));
+        agg.observe(&read(T0 + 130_000, 3, -80));
+        agg.observe(&read(T0 + 140_000, 4, -80)); // third distinct: over the cap
+        agg.observe(&read(T0 - 1, 3, -80)); // before the window
+        let w = agg.tick(T0 + 600_000).expect("closed");
+        assert_eq!(w.counters.adverts, 1);
+        assert_eq!(w.counters.bluetrace_reads, 3);
+        assert_eq!(w.counters.bluetrace_reads_dropped, 2);
+        assert_eq!(w.tempids.len(), 2);
+        let t5 = &w.tempids[1];
+        assert_eq!(t5.tempid, TempId::from_bytes([5; TempId::LEN]));
+        assert_eq!(t5.org, "MAR");
+        assert_eq!((t5.first_minute, t5.last_minute, t5.reads), (0, 1, 2));
+        assert_eq!(t5.minutes.len(), 2);
+        assert_eq!((t5.minutes[1].min, t5.minutes[1].max), (-66, -66));
+
+        agg.observe(&read(T0 + 700_000, 5, -70));
+        let w = agg.close_early().expect("a window with only reads is delivered");
+        assert!(w.closed_early);
+        assert_eq!(w.tempids.len(), 1);
     }
 
     /// A window with no advert at all still closes (it tells the authority the gateway was

@@ -6,7 +6,8 @@
 //! validating every field (the authority's side: a batch may be hostile even when its seal is
 //! good, e.g. from a compromised gateway). Sealing is [`crate::seal`]'s job.
 
-use crate::aggregate::{Counters, MinuteRssi, Sighting, Window};
+use crate::aggregate::{Counters, MinuteRssi, Sighting, TempIdSighting, Window};
+use crate::bluetrace::{TempId, valid_org};
 use crate::crypto::{Aem, Enin, Rpi};
 use prost::Message;
 use std::fmt;
@@ -100,6 +101,9 @@ pub struct Batch {
     pub counters: Counters,
     /// One per distinct RPI, sorted by RPI.
     pub sightings: Vec<Sighting>,
+    /// One per distinct BlueTrace TempID read, sorted by TempID (empty unless the gateway
+    /// collects TempIDs).
+    pub tempids: Vec<TempIdSighting>,
 }
 
 /// Why bytes are not a valid batch.
@@ -142,6 +146,17 @@ pub enum BatchError {
     /// Sightings are not sorted by RPI, or an RPI appears twice.
     #[error("sightings are not sorted by RPI without duplicates (at {0})")]
     Order(usize),
+    /// A TempID sighting field is out of its range.
+    #[error("TempID sighting {index}: {problem}")]
+    TempId {
+        /// Position in the batch.
+        index: usize,
+        /// What is wrong.
+        problem: String,
+    },
+    /// TempID sightings are not sorted by TempID, or a TempID appears twice.
+    #[error("TempID sightings are not sorted by TempID without duplicates (at {0})")]
+    TempIdOrder(usize),
     /// Counters contradict the sightings.
     #[error("counters contradict the sightings: {0}")]
     Counters(String),
@@ -173,6 +188,8 @@ mod wire {
         pub counters: Option<Counters>,
         #[prost(message, repeated, tag = "10")]
         pub sightings: Vec<Sighting>,
+        #[prost(message, repeated, tag = "11")]
+        pub tempids: Vec<TempIdSighting>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -193,6 +210,26 @@ mod wire {
         pub bluetrace_devices: u64,
         #[prost(uint64, tag = "8")]
         pub unrelated: u64,
+        #[prost(uint64, tag = "9")]
+        pub bluetrace_reads: u64,
+        #[prost(uint64, tag = "10")]
+        pub bluetrace_reads_dropped: u64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TempIdSighting {
+        #[prost(bytes = "vec", tag = "1")]
+        pub tempid: Vec<u8>,
+        #[prost(string, tag = "2")]
+        pub org: String,
+        #[prost(uint32, tag = "3")]
+        pub first_minute: u32,
+        #[prost(uint32, tag = "4")]
+        pub last_minute: u32,
+        #[prost(uint32, tag = "5")]
+        pub reads: u32,
+        #[prost(message, repeated, tag = "6")]
+        pub minutes: Vec<MinuteRssi>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -244,6 +281,7 @@ impl Batch {
             rssi_calibration_db,
             counters: window.counters,
             sightings: window.sightings,
+            tempids: window.tempids,
         }
     }
 
@@ -273,6 +311,8 @@ impl Batch {
                 bluetrace_adverts: c.bluetrace_adverts,
                 bluetrace_devices: c.bluetrace_devices,
                 unrelated: c.unrelated,
+                bluetrace_reads: c.bluetrace_reads,
+                bluetrace_reads_dropped: c.bluetrace_reads_dropped,
             }),
             sightings: self
                 .sightings
@@ -283,17 +323,19 @@ impl Batch {
                     first_minute: u32::from(s.first_minute),
                     last_minute: u32::from(s.last_minute),
                     reports: s.reports,
-                    minutes: s
-                        .minutes
-                        .iter()
-                        .map(|m| wire::MinuteRssi {
-                            minute: u32::from(m.minute),
-                            count: m.count,
-                            rssi_min: i32::from(m.min),
-                            rssi_mean: i32::from(m.mean),
-                            rssi_max: i32::from(m.max),
-                        })
-                        .collect(),
+                    minutes: encode_minutes(&s.minutes),
+                })
+                .collect(),
+            tempids: self
+                .tempids
+                .iter()
+                .map(|t| wire::TempIdSighting {
+                    tempid: t.tempid.as_bytes().to_vec(),
+                    org: t.org.clone(),
+                    first_minute: u32::from(t.first_minute),
+                    last_minute: u32::from(t.last_minute),
+                    reads: t.reads,
+                    minutes: encode_minutes(&t.minutes),
                 })
                 .collect(),
         }
@@ -333,6 +375,8 @@ impl Batch {
             bluetrace_adverts: wc.bluetrace_adverts,
             bluetrace_devices: wc.bluetrace_devices,
             unrelated: wc.unrelated,
+            bluetrace_reads: wc.bluetrace_reads,
+            bluetrace_reads_dropped: wc.bluetrace_reads_dropped,
         };
         let mut sightings = Vec::with_capacity(w.sightings.len());
         let mut reports_total = 0u64;
@@ -351,6 +395,25 @@ impl Batch {
             return Err(BatchError::Counters(format!(
                 "{reports_total} reports in sightings, but {} GAEN adverts counted",
                 counters.gaen
+            )));
+        }
+        let mut tempids = Vec::with_capacity(w.tempids.len());
+        let mut reads_total = 0u64;
+        for (index, t) in w.tempids.into_iter().enumerate() {
+            let sighting = decode_tempid(t, w.window_minutes)
+                .map_err(|problem| BatchError::TempId { index, problem })?;
+            if let Some(prev) = tempids.last().map(|p: &TempIdSighting| p.tempid)
+                && prev >= sighting.tempid
+            {
+                return Err(BatchError::TempIdOrder(index));
+            }
+            reads_total += u64::from(sighting.reads);
+            tempids.push(sighting);
+        }
+        if reads_total != counters.bluetrace_reads {
+            return Err(BatchError::Counters(format!(
+                "{reads_total} reads in TempID sightings, but {} TempID reads counted",
+                counters.bluetrace_reads
             )));
         }
         let kinds =
@@ -374,6 +437,7 @@ impl Batch {
             rssi_calibration_db: w.rssi_calibration_db,
             counters,
             sightings,
+            tempids,
         })
     }
 }
@@ -383,18 +447,71 @@ fn decode_sighting(s: wire::Sighting, window_minutes: u32) -> Result<Sighting, S
         .ok_or_else(|| format!("RPI is {} bytes, expected 16", s.rpi.len()))?;
     let aem = Aem::from_slice(&s.aem)
         .ok_or_else(|| format!("AEM is {} bytes, expected 4", s.aem.len()))?;
-    if s.first_minute > s.last_minute || s.last_minute >= window_minutes {
+    let minutes = decode_minutes(
+        (s.first_minute, s.last_minute),
+        s.reports,
+        &s.minutes,
+        window_minutes,
+        "reports",
+    )?;
+    Ok(Sighting {
+        rpi,
+        aem,
+        first_minute: s.first_minute as u8,
+        last_minute: s.last_minute as u8,
+        reports: s.reports,
+        minutes,
+    })
+}
+
+fn decode_tempid(t: wire::TempIdSighting, window_minutes: u32) -> Result<TempIdSighting, String> {
+    let tempid = TempId::from_slice(&t.tempid).ok_or_else(|| {
+        format!(
+            "TempID is {} bytes, expected {}",
+            t.tempid.len(),
+            TempId::LEN
+        )
+    })?;
+    if !valid_org(&t.org) {
+        return Err("organisation code is not 1-16 characters of [A-Za-z0-9_]".into());
+    }
+    let minutes = decode_minutes(
+        (t.first_minute, t.last_minute),
+        t.reads,
+        &t.minutes,
+        window_minutes,
+        "reads",
+    )?;
+    Ok(TempIdSighting {
+        tempid,
+        org: t.org,
+        first_minute: t.first_minute as u8,
+        last_minute: t.last_minute as u8,
+        reads: t.reads,
+        minutes,
+    })
+}
+
+/// Checks one identifier's minutes: inside the window and its first..last range, ascending,
+/// RSSI statistics in range and ordered, counts adding up to `total` (`what`: reports/reads).
+fn decode_minutes(
+    (first, last): (u32, u32),
+    total: u32,
+    wire_minutes: &[wire::MinuteRssi],
+    window_minutes: u32,
+    what: &str,
+) -> Result<Vec<MinuteRssi>, String> {
+    if first > last || last >= window_minutes {
         return Err(format!(
-            "minutes {}..={} do not fit a {window_minutes}-minute window",
-            s.first_minute, s.last_minute
+            "minutes {first}..={last} do not fit a {window_minutes}-minute window"
         ));
     }
-    if s.reports == 0 || s.minutes.is_empty() {
-        return Err("no reports".into());
+    if total == 0 || wire_minutes.is_empty() {
+        return Err(format!("no {what}"));
     }
-    let mut minutes = Vec::with_capacity(s.minutes.len());
+    let mut minutes = Vec::with_capacity(wire_minutes.len());
     let mut counted = 0u64;
-    for m in &s.minutes {
+    for m in wire_minutes {
         let rssi = |v: i32| i8::try_from(v).ok().filter(|r| (-127..=20).contains(r));
         let (Some(min), Some(mean), Some(max)) =
             (rssi(m.rssi_min), rssi(m.rssi_mean), rssi(m.rssi_max))
@@ -404,7 +521,7 @@ fn decode_sighting(s: wire::Sighting, window_minutes: u32) -> Result<Sighting, S
         if !(min <= mean && mean <= max) || m.count == 0 {
             return Err(format!("minute {}: inconsistent RSSI statistics", m.minute));
         }
-        if m.minute < s.first_minute || m.minute > s.last_minute {
+        if m.minute < first || m.minute > last {
             return Err(format!(
                 "minute {} outside the sighting's first..last minutes",
                 m.minute
@@ -425,20 +542,25 @@ fn decode_sighting(s: wire::Sighting, window_minutes: u32) -> Result<Sighting, S
             max,
         });
     }
-    if counted != u64::from(s.reports) {
+    if counted != u64::from(total) {
         return Err(format!(
-            "{} reports, but per-minute counts add up to {counted}",
-            s.reports
+            "{total} {what}, but per-minute counts add up to {counted}"
         ));
     }
-    Ok(Sighting {
-        rpi,
-        aem,
-        first_minute: s.first_minute as u8,
-        last_minute: s.last_minute as u8,
-        reports: s.reports,
-        minutes,
-    })
+    Ok(minutes)
+}
+
+fn encode_minutes(minutes: &[MinuteRssi]) -> Vec<wire::MinuteRssi> {
+    minutes
+        .iter()
+        .map(|m| wire::MinuteRssi {
+            minute: u32::from(m.minute),
+            count: m.count,
+            rssi_min: i32::from(m.min),
+            rssi_mean: i32::from(m.mean),
+            rssi_max: i32::from(m.max),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -446,6 +568,7 @@ mod tests {
     use super::*;
     use crate::advert::{Advert, ServiceUuid};
     use crate::aggregate::{Aggregator, AggregatorConfig};
+    use crate::bluetrace::{TempIdKey, TempIdRead, Uid};
 
     pub(crate) fn sample_batch() -> Batch {
         let mut agg = Aggregator::new(AggregatorConfig::default());
@@ -464,6 +587,19 @@ mod tests {
             time_ms: t0 + 1,
             ..Advert::default()
         });
+        let key = TempIdKey::new(&[5; 32]);
+        for (i, uid) in [9u8, 4, 9].into_iter().enumerate() {
+            let tempid = key.encrypt(&Uid::from_bytes([uid; 21]), 0, 900, &[uid; 16]);
+            agg.observe(&Advert {
+                time_ms: t0 + 60_000 + i as u64 * 100_000,
+                rssi: -70,
+                tempid_read: Some(TempIdRead {
+                    tempid,
+                    org: "MAR".into(),
+                }),
+                ..Advert::default()
+            });
+        }
         let window = agg.tick(t0 + 600_000).expect("closed");
         Batch::from_window(GatewayId::new("gw-1").expect("id"), 7, "souk-1", -3, window)
     }
@@ -477,6 +613,13 @@ mod tests {
         let decoded = Batch::decode(&batch.encode()).expect("valid");
         assert_eq!(decoded, batch);
         assert_eq!(decoded.sightings.len(), 3);
+        assert_eq!(
+            decoded.tempids.len(),
+            2,
+            "two distinct TempIDs, one read twice"
+        );
+        assert_eq!(decoded.counters.bluetrace_reads, 3);
+        assert_eq!(decoded.counters.adverts, 5, "reads are not adverts");
     }
 
     /// The reference .proto file and the prost structs agree: every `name = N;` line of the
@@ -506,7 +649,7 @@ mod tests {
             );
             fields += 1;
         }
-        assert_eq!(fields, 29);
+        assert_eq!(fields, 38);
     }
 
     /// Hostile batches are rejected with the reason, never a panic: each field out of range,
@@ -552,9 +695,27 @@ mod tests {
         w = orig.clone();
         w.counters.as_mut().expect("counters").gaen = 1;
         check(&w, "GAEN adverts counted");
-        w = orig;
+        w = orig.clone();
         w.counters.as_mut().expect("counters").adverts += 1;
         check(&w, "add up to");
+        w = orig.clone();
+        w.tempids[0].tempid.pop();
+        check(&w, "TempID sighting 0: TempID is 60 bytes");
+        w = orig.clone();
+        w.tempids[1].org = "M A R".into();
+        check(&w, "TempID sighting 1: organisation code");
+        w = orig.clone();
+        w.tempids.swap(0, 1);
+        check(&w, "TempID sightings are not sorted");
+        w = orig.clone();
+        w.tempids[1].reads += 1;
+        check(&w, "per-minute counts add up");
+        w = orig.clone();
+        w.counters.as_mut().expect("counters").bluetrace_reads += 1;
+        check(&w, "TempID reads counted");
+        w = orig;
+        w.tempids[0].minutes[0].rssi_max = 40;
+        check(&w, "RSSI outside");
         assert!(matches!(
             Batch::decode(&[0xFF; 40]),
             Err(BatchError::Protobuf(_))

@@ -13,6 +13,8 @@
 //! - [`crypto`]: Exposure Notification keys and identifiers (TEK → RPIK/AEMK → RPI/AEM).
 //! - [`beacon`]: what an advert is: a GAEN beacon (0xFD6F service data), a BlueTrace phone,
 //!   malformed, or unrelated.
+//! - [`bluetrace`]: BlueTrace/OpenTrace v2 (Wiqaytna): the GATT read payload and TempID
+//!   encryption (AES-256-GCM, 16-byte IV), validity windows.
 //! - [`aggregate`]: the window aggregator (adverts → per-RPI sightings per window, no MAC).
 //! - [`batch`]: the batch schema a gateway seals per window (encode, validated decode).
 //! - [`seal`]: HPKE sealing of batches to the authority, and unforgeable receipt tags.
@@ -48,6 +50,7 @@ pub mod aggregate;
 pub mod authority;
 pub mod batch;
 pub mod beacon;
+pub mod bluetrace;
 pub mod btsnoop;
 pub mod config_schema;
 pub mod crypto;

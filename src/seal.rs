@@ -496,6 +496,7 @@ mod tests {
             closed_early: false,
             counters,
             sightings: vec![sighting],
+            tempids: Vec::new(),
         };
         Batch::from_window(GatewayId::new("gw-1").expect("id"), 42, "souk", 0, window)
     }

@@ -270,6 +270,7 @@ fn store_heard(
             reports: 4 * minutes.len() as u32,
             minutes,
         }],
+        tempids: Vec::new(),
     };
     store.store_batch(&batch, &gateway, 0).expect("store");
 }

@@ -270,6 +270,7 @@ impl DeviceState {
             service_uuids: self.uuids.clone(),
             service_data: self.service_data.clone(),
             manufacturer_data: self.manufacturer_data.clone(),
+            tempid_read: None,
         })
     }
 }

@@ -183,6 +183,7 @@ pub fn settings(
             window_intervals: config.window.intervals(),
             max_rpis: config.window.max_rpis as usize,
             bluetrace_uuids: config.scan.bluetrace_service_uuids.clone(),
+            max_tempids: AggregatorConfig::default().max_tempids,
         },
         outbox_path: config.outbox.path.clone(),
         outbox_options: config.outbox.options(),

@@ -1,0 +1,458 @@
+//! BlueTrace / OpenTrace v2 (Wiqaytna): the GATT read payload and the TempID.
+//!
+//! A BlueTrace phone's advert carries no identifier; a central connects and reads the v2
+//! characteristic, whose value is a small JSON object: `{"v":2,"id":TEMPID,"o":ORG,"mp":MODEL}`.
+//! The TempID is `base64(ciphertext ‖ IV ‖ tag)`: AES-256-GCM with a 16-byte IV and no associated
+//! data over `UID (21 bytes) ‖ start ‖ expiry` (big-endian signed 32-bit Unix seconds), as the
+//! OpenTrace backend issues them (`../shared/testdata/bluetrace.md`).
+//!
+//! Pure: parsing ([`parse_read_payload`], used by the gateway, which keeps only the TempID and
+//! the organisation code and drops the phone model) and the cipher ([`TempIdKey::decrypt`], used
+//! by the authority; [`TempIdKey::encrypt`] for the simulator and tests). No clock: callers say
+//! when a TempID was seen and [`Decrypted::validity`] says whether that is inside its window.
+//!
+//! Privacy: TempIDs, UIDs and keys have redacted `Debug` output; deliberate output (the
+//! authority's identified-contacts answer, tests) uses `to_base64`.
+
+use crate::advert::ServiceUuid;
+use aes::Aes256;
+use aes_gcm::AesGcm;
+use aes_gcm::aead::consts::U16;
+use aes_gcm::aead::{AeadInOut, KeyInit, Nonce, Tag};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use std::fmt;
+
+/// The OpenTrace v2 characteristic (read + write) that carries the payload.
+pub const V2_CHARACTERISTIC_UUID: ServiceUuid =
+    ServiceUuid(0x117B_DD58_57CE_4E7A_8E87_7CCC_DDA2_A804);
+/// The protocol version this code reads.
+pub const PROTOCOL_VERSION: u64 = 2;
+/// Longest read payload accepted: the largest attribute value ATT allows (Core 5.3 Vol 3 Part F
+/// §3.2.9). A real one is ~130 bytes.
+pub const MAX_PAYLOAD_BYTES: usize = 512;
+/// Bytes of a UID.
+pub const UID_LEN: usize = 21;
+/// Bytes of the plaintext: UID, start, expiry.
+pub const PLAINTEXT_LEN: usize = UID_LEN + 8;
+/// Bytes of the IV (OpenTrace uses 16, not GCM's usual 12).
+pub const IV_LEN: usize = 16;
+/// Bytes of the GCM tag.
+pub const TAG_LEN: usize = 16;
+
+/// How a GATT read payload is not one this gateway can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// Longer than [`MAX_PAYLOAD_BYTES`].
+    #[error("payload is {0} bytes, more than the {max} an attribute can hold", max = MAX_PAYLOAD_BYTES)]
+    TooLong(usize),
+    /// Not a JSON object.
+    #[error("payload is not a JSON object")]
+    NotJson,
+    /// `v` missing or not 2.
+    #[error("payload protocol version is {0}, expected 2")]
+    Version(String),
+    /// `id` missing, not base64, or not the TempID length.
+    #[error("payload TempID is malformed: {0}")]
+    TempId(String),
+    /// `o` missing or not an organisation code.
+    #[error("payload organisation code is missing or malformed")]
+    Org,
+    /// An organisation this deployment does not collect.
+    #[error("payload organisation {found:?} is not one of the configured organisations")]
+    WrongOrg {
+        /// The code found (at most 16 characters).
+        found: String,
+    },
+}
+
+/// An encrypted TempID as a phone presents it (`ciphertext ‖ IV ‖ tag`, 61 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TempId([u8; TempId::LEN]);
+
+impl TempId {
+    /// Length in bytes.
+    pub const LEN: usize = PLAINTEXT_LEN + IV_LEN + TAG_LEN;
+    /// Length of its base64 form.
+    pub const BASE64_LEN: usize = Self::LEN.div_ceil(3) * 4;
+
+    /// Wraps raw bytes.
+    pub const fn from_bytes(bytes: [u8; Self::LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// Takes a slice that must be exactly [`Self::LEN`] bytes long.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; Self::LEN]>::try_from(bytes).ok().map(Self)
+    }
+
+    /// The raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; Self::LEN] {
+        &self.0
+    }
+
+    /// Parses the base64 text a phone sends (standard alphabet, padded).
+    pub fn from_base64(text: &str) -> Result<Self, PayloadError> {
+        let bytes = STANDARD
+            .decode(text)
+            .map_err(|_| PayloadError::TempId("not base64".into()))?;
+        Self::from_slice(&bytes).ok_or_else(|| {
+            PayloadError::TempId(format!("{} bytes, expected {}", bytes.len(), Self::LEN))
+        })
+    }
+
+    /// The base64 text form, for deliberate output only (never logs).
+    pub fn to_base64(&self) -> String {
+        STANDARD.encode(self.0)
+    }
+
+    fn parts(&self) -> (&[u8], &[u8], &[u8]) {
+        let (ciphertext, rest) = self.0.split_at(PLAINTEXT_LEN);
+        let (iv, tag) = rest.split_at(IV_LEN);
+        (ciphertext, iv, tag)
+    }
+}
+
+impl fmt::Debug for TempId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TempId(<redacted>)")
+    }
+}
+
+/// A BlueTrace user id: 21 bytes, written as 28 base64 characters (as the OpenTrace backend
+/// stores it).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Uid([u8; UID_LEN]);
+
+impl Uid {
+    /// Wraps raw bytes.
+    pub const fn from_bytes(bytes: [u8; UID_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; UID_LEN] {
+        &self.0
+    }
+
+    /// Parses the 28-character base64 form.
+    pub fn from_base64(text: &str) -> Option<Self> {
+        let bytes = STANDARD.decode(text.trim()).ok()?;
+        <[u8; UID_LEN]>::try_from(bytes.as_slice()).ok().map(Self)
+    }
+
+    /// The base64 form, for deliberate output only (the identified-contacts answer, tests).
+    pub fn to_base64(&self) -> String {
+        STANDARD.encode(self.0)
+    }
+}
+
+impl fmt::Debug for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Uid(<redacted>)")
+    }
+}
+
+/// What the gateway keeps of one GATT read: the TempID and the organisation code. The phone
+/// model and anything else in the payload is dropped here.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TempIdRead {
+    /// The encrypted TempID.
+    pub tempid: TempId,
+    /// The issuing organisation (`MAR` for Wiqaytna).
+    pub org: String,
+}
+
+/// Whether `org` looks like an organisation code: 1–16 characters of `[A-Za-z0-9_]`.
+pub fn valid_org(org: &str) -> bool {
+    (1..=16).contains(&org.len()) && org.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Parses the value read from the v2 characteristic. `orgs` are the organisation codes this
+/// deployment collects; empty accepts any well-formed code.
+pub fn parse_read_payload(bytes: &[u8], orgs: &[String]) -> Result<TempIdRead, PayloadError> {
+    if bytes.len() > MAX_PAYLOAD_BYTES {
+        return Err(PayloadError::TooLong(bytes.len()));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|_| PayloadError::NotJson)?;
+    let object = value.as_object().ok_or(PayloadError::NotJson)?;
+    match object.get("v") {
+        Some(v) if v.as_u64() == Some(PROTOCOL_VERSION) => {}
+        Some(v) => {
+            return Err(PayloadError::Version(
+                v.to_string().chars().take(16).collect(),
+            ));
+        }
+        None => return Err(PayloadError::Version("missing".into())),
+    }
+    let id = object
+        .get("id")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| PayloadError::TempId("missing".into()))?;
+    let tempid = TempId::from_base64(id)?;
+    let org = object
+        .get("o")
+        .and_then(|v| v.as_str())
+        .filter(|o| valid_org(o))
+        .ok_or(PayloadError::Org)?;
+    if !orgs.is_empty() && !orgs.iter().any(|o| o == org) {
+        return Err(PayloadError::WrongOrg {
+            found: org.to_owned(),
+        });
+    }
+    Ok(TempIdRead {
+        tempid,
+        org: org.to_owned(),
+    })
+}
+
+/// The payload a BlueTrace peripheral answers a read with (the simulator's and tests' side).
+pub fn read_payload(tempid: &TempId, org: &str, model: &str) -> Vec<u8> {
+    serde_json::json!({ "v": PROTOCOL_VERSION, "id": tempid.to_base64(), "o": org, "mp": model })
+        .to_string()
+        .into_bytes()
+}
+
+/// Why a TempID could not be decrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TempIdError {
+    /// The tag does not verify under this key: another key, or the bytes were altered.
+    #[error("TempID does not authenticate under the configured key (another key, or altered)")]
+    Authentication,
+}
+
+/// An AES-256-GCM key the backend encrypts TempIDs with. Redacted `Debug`.
+#[derive(Clone)]
+pub struct TempIdKey(AesGcm<Aes256, U16>);
+
+impl TempIdKey {
+    /// A key from its 32 bytes.
+    pub fn new(key: &[u8; 32]) -> Self {
+        Self(AesGcm::new(key.into()))
+    }
+
+    /// A key from base64 (standard alphabet) of 32 bytes, as the OpenTrace backend keeps it.
+    pub fn from_base64(text: &str) -> Option<Self> {
+        let bytes = STANDARD.decode(text.trim()).ok()?;
+        <[u8; 32]>::try_from(bytes.as_slice())
+            .ok()
+            .map(|k| Self::new(&k))
+    }
+
+    /// Encrypts a TempID for `uid` valid from `start` to `expiry` (Unix seconds) with `iv`
+    /// (the backend draws it at random).
+    pub fn encrypt(&self, uid: &Uid, start: i32, expiry: i32, iv: &[u8; IV_LEN]) -> TempId {
+        let mut out = [0u8; TempId::LEN];
+        let (body, rest) = out.split_at_mut(PLAINTEXT_LEN);
+        body[..UID_LEN].copy_from_slice(&uid.0);
+        body[UID_LEN..UID_LEN + 4].copy_from_slice(&start.to_be_bytes());
+        body[UID_LEN + 4..].copy_from_slice(&expiry.to_be_bytes());
+        let nonce: &Nonce<AesGcm<Aes256, U16>> = iv.into();
+        let tag = self
+            .0
+            .encrypt_inout_detached(nonce, &[], body.into())
+            .expect("29 bytes are within GCM's length limit");
+        rest[..IV_LEN].copy_from_slice(iv);
+        rest[IV_LEN..].copy_from_slice(&tag);
+        TempId(out)
+    }
+
+    /// Decrypts and authenticates a TempID.
+    pub fn decrypt(&self, tempid: &TempId) -> Result<Decrypted, TempIdError> {
+        let (ciphertext, iv, tag) = tempid.parts();
+        let mut body = [0u8; PLAINTEXT_LEN];
+        body.copy_from_slice(ciphertext);
+        let nonce =
+            Nonce::<AesGcm<Aes256, U16>>::try_from(iv).map_err(|_| TempIdError::Authentication)?;
+        let tag =
+            Tag::<AesGcm<Aes256, U16>>::try_from(tag).map_err(|_| TempIdError::Authentication)?;
+        self.0
+            .decrypt_inout_detached(&nonce, &[], (&mut body[..]).into(), &tag)
+            .map_err(|_| TempIdError::Authentication)?;
+        let mut uid = [0u8; UID_LEN];
+        uid.copy_from_slice(&body[..UID_LEN]);
+        let be =
+            |at: usize| i32::from_be_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
+        Ok(Decrypted {
+            uid: Uid(uid),
+            start: be(UID_LEN),
+            expiry: be(UID_LEN + 4),
+        })
+    }
+}
+
+impl fmt::Debug for TempIdKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TempIdKey(<redacted>)")
+    }
+}
+
+/// A decrypted TempID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decrypted {
+    /// Whose it is.
+    pub uid: Uid,
+    /// Valid from, Unix seconds.
+    pub start: i32,
+    /// Valid until (exclusive), Unix seconds.
+    pub expiry: i32,
+}
+
+/// Where a sighting's time falls against a TempID's validity window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Validity {
+    /// Inside the window (with the tolerance).
+    Valid,
+    /// Before its start: a clock far off, or a forged/replayed TempID.
+    Early,
+    /// After its expiry: replayed.
+    Expired,
+}
+
+impl Decrypted {
+    /// Whether a sighting in `[seen_from, seen_until)` (Unix seconds; a gateway reports whole
+    /// minutes) overlaps the validity window widened by `tolerance_s` on each side (clock
+    /// skew between the backend, the phone and the gateway).
+    pub fn validity(&self, seen_from: i64, seen_until: i64, tolerance_s: i64) -> Validity {
+        if seen_until <= i64::from(self.start) - tolerance_s {
+            Validity::Early
+        } else if seen_from >= i64::from(self.expiry) + tolerance_s {
+            Validity::Expired
+        } else {
+            Validity::Valid
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> TempIdKey {
+        TempIdKey::new(&[7u8; 32])
+    }
+
+    #[test]
+    fn round_trip_and_layout() {
+        let uid = Uid::from_bytes(*b"abcdefghijklmnopqrstu");
+        let iv = [9u8; 16];
+        let t = key().encrypt(&uid, 1_700_000_000, 1_700_000_900, &iv);
+        assert_eq!(&t.as_bytes()[29..45], &iv, "IV sits after the ciphertext");
+        assert_eq!(t.to_base64().len(), TempId::BASE64_LEN);
+        assert_eq!(TempId::BASE64_LEN, 84);
+        let d = key().decrypt(&t).expect("decrypts");
+        assert_eq!(d.uid, uid);
+        assert_eq!((d.start, d.expiry), (1_700_000_000, 1_700_000_900));
+        assert_eq!(TempId::from_base64(&t.to_base64()), Ok(t));
+    }
+
+    /// The same TempID computed by OpenSSL (Python `cryptography`'s AESGCM, 16-byte nonce):
+    /// `AESGCM(bytes([7]*32)).encrypt(bytes([9]*16), b"abcdefghijklmnopqrstu" + start + expiry,
+    /// None)`, rearranged as ciphertext ‖ IV ‖ tag.
+    #[test]
+    fn matches_openssl() {
+        const OPENSSL: &str =
+            "o+juUQoQUx8+UiLV3kxBHK0kxbqjVW75331iMRsJCQkJCQkJCQkJCQkJCQkJnLORO2tWx1AWtTuIg5pI0Q==";
+        let uid = Uid::from_bytes(*b"abcdefghijklmnopqrstu");
+        let t = key().encrypt(&uid, 1_700_000_000, 1_700_000_900, &[9; 16]);
+        assert_eq!(t.to_base64(), OPENSSL);
+        let d = key()
+            .decrypt(&TempId::from_base64(OPENSSL).expect("base64"))
+            .expect("decrypts");
+        assert_eq!(d.uid.to_base64(), "YWJjZGVmZ2hpamtsbW5vcHFyc3R1");
+    }
+
+    #[test]
+    fn wrong_key_and_every_altered_byte_fail() {
+        let uid = Uid::from_bytes([1; 21]);
+        let t = key().encrypt(&uid, 0, 900, &[3; 16]);
+        assert_eq!(
+            TempIdKey::new(&[8; 32]).decrypt(&t),
+            Err(TempIdError::Authentication)
+        );
+        for i in 0..TempId::LEN {
+            let mut bytes = *t.as_bytes();
+            bytes[i] ^= 0x01;
+            assert_eq!(
+                key().decrypt(&TempId::from_bytes(bytes)),
+                Err(TempIdError::Authentication),
+                "byte {i} altered"
+            );
+        }
+    }
+
+    #[test]
+    fn validity_window() {
+        let d = Decrypted {
+            uid: Uid::from_bytes([0; 21]),
+            start: 1000,
+            expiry: 1900,
+        };
+        assert_eq!(d.validity(940, 1000, 0), Validity::Early);
+        assert_eq!(d.validity(960, 1020, 0), Validity::Valid);
+        assert_eq!(d.validity(1860, 1920, 0), Validity::Valid);
+        assert_eq!(d.validity(1900, 1960, 0), Validity::Expired);
+        assert_eq!(d.validity(1900, 1960, 60), Validity::Valid);
+        assert_eq!(d.validity(880, 940, 60), Validity::Early);
+    }
+
+    #[test]
+    fn payloads() {
+        let t = key().encrypt(&Uid::from_bytes([2; 21]), 0, 900, &[4; 16]);
+        let orgs = vec!["MAR".to_owned()];
+        let good = read_payload(&t, "MAR", "Pixel 7");
+        let read = parse_read_payload(&good, &orgs).expect("parses");
+        assert_eq!(read.tempid, t);
+        assert_eq!(read.org, "MAR");
+        assert_eq!(
+            parse_read_payload(&good, &[]).map(|r| r.org),
+            Ok("MAR".into())
+        );
+        assert_eq!(
+            parse_read_payload(&read_payload(&t, "SG_MOH", "x"), &orgs),
+            Err(PayloadError::WrongOrg {
+                found: "SG_MOH".into()
+            })
+        );
+        assert_eq!(
+            parse_read_payload(b"{\"v\":2", &orgs),
+            Err(PayloadError::NotJson)
+        );
+        assert_eq!(
+            parse_read_payload(b"[2]", &orgs),
+            Err(PayloadError::NotJson)
+        );
+        assert!(matches!(
+            parse_read_payload(br#"{"v":1,"id":"","o":"MAR"}"#, &orgs),
+            Err(PayloadError::Version(_))
+        ));
+        assert!(matches!(
+            parse_read_payload(br#"{"v":2,"id":"AAAA","o":"MAR"}"#, &orgs),
+            Err(PayloadError::TempId(_))
+        ));
+        assert!(matches!(
+            parse_read_payload(br#"{"v":2,"id":"!!","o":"MAR"}"#, &orgs),
+            Err(PayloadError::TempId(_))
+        ));
+        let no_org = format!(r#"{{"v":2,"id":"{}"}}"#, t.to_base64());
+        assert_eq!(
+            parse_read_payload(no_org.as_bytes(), &orgs),
+            Err(PayloadError::Org)
+        );
+        let mut long = good.clone();
+        long.resize(MAX_PAYLOAD_BYTES + 1, b' ');
+        assert_eq!(
+            parse_read_payload(&long, &orgs),
+            Err(PayloadError::TooLong(MAX_PAYLOAD_BYTES + 1))
+        );
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let t = key().encrypt(&Uid::from_bytes([2; 21]), 0, 900, &[4; 16]);
+        let text = format!("{t:?} {:?} {:?}", Uid::from_bytes([2; 21]), key());
+        assert!(!text.contains(&t.to_base64()[..8]));
+        assert!(text.contains("redacted"));
+    }
+}
