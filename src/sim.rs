@@ -40,6 +40,14 @@
 //! - **What the gateway hears.** A scanning gateway catches a fraction of a phone's ~250 ms
 //!   adverts: the first one within a second of arrival, then one every `advert_interval_ms`
 //!   on average (uniformly 0.5..1.5 × the interval), until departure.
+//! - **BlueTrace TempIDs** (with `bluetrace_reads`, as a gateway with
+//!   `bluetrace.collect_tempids` does). Each BlueTrace phone has a 21-byte UID and presents
+//!   TempIDs issued by a simulated OpenTrace backend under one AES-256-GCM key (derived from
+//!   the seed, in the ground truth): a TempID per 15-minute slot of a per-phone grid, valid
+//!   from 60 s before its slot to the slot's end. The gateway reads a phone a few seconds
+//!   after it arrives, then again every `bluetrace_reread_s` + 0..10 s until it leaves; a read
+//!   is an [`Advert`] with `tempid_read` set, drawn from its own random stream so the adverts
+//!   stay those of a run without reads.
 //! - **Radio.** Each visit has a distance from the gateway, log-uniform in the venue's
 //!   `min_distance_m..max_distance_m` (many close, some far). RSSI = TX power + model offset −
 //!   loss at 1 m − 10·n·log10(d) + Normal(0, `rssi_noise_db`), rounded and clamped to
@@ -55,6 +63,7 @@
 
 use crate::advert::{Advert, DeviceAddress, ServiceUuid};
 use crate::beacon::{BLUETRACE_MANUFACTURER_ID, GAEN_SERVICE_UUID16};
+use crate::bluetrace::{TempId, TempIdKey, TempIdRead, Uid};
 use crate::crypto::{Aemk, Enin, INTERVAL_SECONDS, INTERVALS_PER_DAY, Metadata, RpiCipher, Tek};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -97,6 +106,15 @@ const TAG_TEK: u64 = 5;
 const TAG_ROTATION: u64 = 6;
 const TAG_ADDRESS: u64 = 7;
 const TAG_BLUETRACE: u64 = 8;
+const TAG_UID: u64 = 9;
+const TAG_TEMPID: u64 = 10;
+const TAG_READS: u64 = 11;
+const TAG_BACKEND_KEY: u64 = 12;
+
+/// How long a simulated TempID is presented (OpenTrace: 15 minutes).
+const TEMPID_SLOT_S: u64 = 900;
+/// How long before its slot a TempID becomes valid (OpenTrace: issue time − 60 s).
+const TEMPID_EARLY_S: u64 = 60;
 
 /// What to simulate. Every field has a default (see [`SimConfig::default`]); unknown fields
 /// are errors when deserializing.
@@ -133,6 +151,13 @@ pub struct SimConfig {
     pub bluetrace_service_uuid: String,
     /// Shape arrival rates by the hour of day (UTC). Default true.
     pub day_curve: bool,
+    /// Emit the gateway's GATT reads of BlueTrace phones' TempIDs (a gateway with
+    /// `bluetrace.collect_tempids`). Default false.
+    pub bluetrace_reads: bool,
+    /// Time between two reads of one phone, seconds (10..=3600; plus 0..10 s). Default 100.
+    pub bluetrace_reread_s: u32,
+    /// Organisation code in the read payloads. Default "MAR".
+    pub bluetrace_org: String,
 }
 
 impl Default for SimConfig {
@@ -169,6 +194,9 @@ impl Default for SimConfig {
             ],
             bluetrace_service_uuid: DEFAULT_BLUETRACE_SERVICE_UUID.to_owned(),
             day_curve: true,
+            bluetrace_reads: false,
+            bluetrace_reread_s: 100,
+            bluetrace_org: "MAR".to_owned(),
         }
     }
 }
@@ -390,6 +418,12 @@ pub enum ConfigProblem {
     /// The BlueTrace UUID is not a UUID.
     #[error("bluetrace_service_uuid {0:?} is not a UUID")]
     BluetraceUuid(String),
+    /// A re-read period outside 10..=3600 s.
+    #[error("bluetrace_reread_s {0} must be between 10 and 3600")]
+    Reread(u32),
+    /// An organisation code that is not 1-16 of `[A-Za-z0-9_]`.
+    #[error("bluetrace_org {0:?} is not 1-16 characters of [A-Za-z0-9_]")]
+    Org(String),
 }
 
 /// Checks everything, reporting all problems at once; returns the parsed BlueTrace UUID and
@@ -484,6 +518,12 @@ fn validate(config: &SimConfig) -> Result<(ServiceUuid, u64), SimError> {
             });
         }
     }
+    if !(10..=3600).contains(&config.bluetrace_reread_s) {
+        problems.push(P::Reread(config.bluetrace_reread_s));
+    }
+    if !crate::bluetrace::valid_org(&config.bluetrace_org) {
+        problems.push(P::Org(config.bluetrace_org.clone()));
+    }
     let uuid = ServiceUuid::parse(&config.bluetrace_service_uuid);
     if uuid.is_none() {
         problems.push(P::BluetraceUuid(config.bluetrace_service_uuid.clone()));
@@ -538,6 +578,16 @@ struct Population {
     rssi_noise_db: f64,
     rotation_jitter_ms: u64,
     bluetrace_uuid: ServiceUuid,
+    /// `Some` when the gateway reads TempIDs.
+    reads: Option<Reads>,
+}
+
+/// The simulated TempID backend and the gateway's read schedule.
+#[derive(Debug)]
+struct Reads {
+    key: TempIdKey,
+    reread_ms: u64,
+    org: String,
 }
 
 /// A simulated city day: the population and every venue's visit schedule, built from a
@@ -689,6 +739,11 @@ impl City {
                 rssi_noise_db: config.rssi_noise_db,
                 rotation_jitter_ms: u64::from(config.rotation_jitter_s) * 1000,
                 bluetrace_uuid,
+                reads: config.bluetrace_reads.then(|| Reads {
+                    key: backend_key(seed),
+                    reread_ms: u64::from(config.bluetrace_reread_s) * 1000,
+                    org: config.bluetrace_org.clone(),
+                }),
             }),
             venues: venues.into_iter().map(Arc::new).collect(),
             start_s,
@@ -760,6 +815,8 @@ impl City {
                             .collect(),
                         PhoneKind::Bluetrace => Vec::new(),
                     },
+                    uid: (phone.kind == PhoneKind::Bluetrace)
+                        .then(|| uid(pop.seed, i as u32).to_base64()),
                     visits: Vec::new(),
                 }
             })
@@ -783,9 +840,31 @@ impl City {
             end_unix_s: self.end_s,
             venues: self.venues.iter().map(|v| v.id.clone()).collect(),
             arrivals_without_free_phone: self.arrivals_without_free_phone,
+            bluetrace_key: base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                backend_key_bytes(pop.seed),
+            ),
             phones,
         }
     }
+}
+
+/// The simulated OpenTrace backend's TempID key.
+fn backend_key_bytes(seed: u64) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    rng_for(&[TAG_BACKEND_KEY, seed]).fill(&mut bytes);
+    bytes
+}
+
+fn backend_key(seed: u64) -> TempIdKey {
+    TempIdKey::new(&backend_key_bytes(seed))
+}
+
+/// A BlueTrace phone's UID.
+fn uid(seed: u64, phone: u32) -> Uid {
+    let mut bytes = [0u8; 21];
+    rng_for(&[TAG_UID, seed, u64::from(phone)]).fill(&mut bytes);
+    Uid::from_bytes(bytes)
 }
 
 /// A phone free at `arrive_s`: uniform random draws first, then a scan from a random start
@@ -830,6 +909,23 @@ impl Population {
         DeviceAddress([(h[0] & 0x3F) | 0x40, h[1], h[2], h[3], h[4], h[5]])
     }
 
+    /// The TempID `phone` presents at `t_ms`: that of its 15-minute slot (on a per-phone grid),
+    /// valid from 60 s before the slot to its end.
+    fn tempid(&self, reads: &Reads, phone: u32, t_ms: u64) -> TempId {
+        let offset_s = mix(&[TAG_TEMPID, self.seed, u64::from(phone)]) % TEMPID_SLOT_S;
+        let slot = (t_ms / 1000).saturating_sub(offset_s) / TEMPID_SLOT_S;
+        let slot_start = (slot * TEMPID_SLOT_S + offset_s) as i64;
+        let mut iv = [0u8; 16];
+        rng_for(&[TAG_TEMPID, self.seed, u64::from(phone), slot]).fill(&mut iv);
+        let clamp = |s: i64| i32::try_from(s).unwrap_or(i32::MAX);
+        reads.key.encrypt(
+            &uid(self.seed, phone),
+            clamp(slot_start - TEMPID_EARLY_S as i64),
+            clamp(slot_start + TEMPID_SLOT_S as i64),
+            &iv,
+        )
+    }
+
     /// The 3 random ASCII characters of a BlueTrace phone's manufacturer data.
     fn bluetrace_chars(&self, phone: u32, k: u32) -> [u8; 3] {
         const ALPHABET: &[u8; 62] =
@@ -865,6 +961,9 @@ struct VisitStream {
     identity: Option<Identity>,
     /// The day's keys, cached: (day, RPI cipher, AEMK).
     keys: Option<(u32, RpiCipher, Aemk)>,
+    /// Next TempID read, Unix ms (BlueTrace phones, when the gateway reads them), with its
+    /// own random stream.
+    reads: Option<(u64, ChaCha8Rng)>,
 }
 
 /// The adverts one venue's gateway hears, in time order (ties in visit order): a lazy k-way
@@ -914,6 +1013,15 @@ impl VenueAdverts {
             - 10.0 * pl.exponent * visit.distance_m.log10();
         // Heard within the first second; leave_s ≥ arrive_s + 1, so every visit has an advert.
         let next_ms = visit.arrive_s * 1000 + rng.random_range(0..1000u64);
+        let reads = match (&pop.reads, phone.kind) {
+            (Some(_), PhoneKind::Bluetrace) => {
+                let mut rng = rng_for(&[TAG_READS, visit.seed]);
+                // Connecting takes the gateway a few seconds after the first advert.
+                let first = next_ms + rng.random_range(1_000..5_000u64);
+                (first < visit.leave_s * 1000).then_some((first, rng))
+            }
+            _ => None,
+        };
         let stream = VisitStream {
             rng,
             phone: visit.phone,
@@ -922,6 +1030,7 @@ impl VenueAdverts {
             rssi_mean,
             identity: None,
             keys: None,
+            reads,
         };
         let slot = match self.free_slots.pop() {
             Some(slot) => {
@@ -982,8 +1091,44 @@ impl VisitStream {
         id
     }
 
-    /// The advert at `next_ms`; moves `next_ms` on.
+    /// When this visit's next advert or read is due, Unix ms.
+    fn next_event_ms(&self) -> u64 {
+        self.reads
+            .as_ref()
+            .map_or(self.next_ms, |(read_ms, _)| self.next_ms.min(*read_ms))
+    }
+
+    /// Whether the visit has nothing more before its departure.
+    fn done(&self) -> bool {
+        self.next_event_ms() >= self.leave_ms
+    }
+
+    /// The next advert or read; moves the visit on.
     fn emit(&mut self, pop: &Population) -> Advert {
+        if let (Some((read_ms, rng)), Some(backend)) = (self.reads.as_mut(), pop.reads.as_ref())
+            && *read_ms < self.next_ms
+        {
+            let t_ms = *read_ms;
+            let noise: f64 = rng.sample(StandardNormal);
+            let rssi = (self.rssi_mean + pop.rssi_noise_db * noise)
+                .round()
+                .clamp(f64::from(RSSI_MIN_DBM), f64::from(RSSI_MAX_DBM))
+                as i8;
+            *read_ms = t_ms + backend.reread_ms + rng.random_range(0..10_000u64);
+            if *read_ms >= self.leave_ms {
+                self.reads = None;
+            }
+            return Advert {
+                time_ms: t_ms,
+                address: self.identity_at(pop, t_ms).address,
+                rssi,
+                tempid_read: Some(TempIdRead {
+                    tempid: pop.tempid(backend, self.phone, t_ms),
+                    org: backend.org.clone(),
+                }),
+                ..Advert::default()
+            };
+        }
         let t_ms = self.next_ms;
         let id = self.identity_at(pop, t_ms);
         let noise: f64 = self.rng.sample(StandardNormal);
@@ -1035,8 +1180,9 @@ impl Iterator for VenueAdverts {
         let Reverse((_, index, slot)) = self.heap.pop()?;
         let stream = self.slots[slot].as_mut()?;
         let advert = stream.emit(&self.population);
-        if stream.next_ms < stream.leave_ms {
-            self.heap.push(Reverse((stream.next_ms, index, slot)));
+        if !stream.done() {
+            self.heap
+                .push(Reverse((stream.next_event_ms(), index, slot)));
         } else {
             self.slots[slot] = None;
             self.free_slots.push(slot);
@@ -1059,6 +1205,10 @@ pub struct GroundTruth {
     pub venues: Vec<String>,
     /// Arrivals dropped because every phone was busy (population too small for the rates).
     pub arrivals_without_free_phone: u64,
+    /// The simulated OpenTrace backend's TempID key (AES-256-GCM), base64: what the
+    /// authority's `bluetrace.key_files` must hold to decrypt the simulated TempIDs.
+    #[serde(default)]
+    pub bluetrace_key: String,
     /// Every phone of the population, by id (the index).
     pub phones: Vec<PhoneTruth>,
 }
@@ -1078,6 +1228,9 @@ pub struct PhoneTruth {
     pub tx_power_dbm: i8,
     /// The phone's TEKs for every day of the window (GAEN phones only).
     pub teks: Vec<TekTruth>,
+    /// The phone's BlueTrace UID, base64 (BlueTrace phones only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
     /// The phone's visits, by arrival.
     pub visits: Vec<VisitTruth>,
 }
@@ -1122,7 +1275,64 @@ pub struct ExposedVenueHour {
     pub co_present_gaen_phones: usize,
 }
 
+/// A BlueTrace contact: another BlueTrace phone at the same venue as an infected BlueTrace
+/// phone, with how long their visits overlapped.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BluetraceContact {
+    /// The infected phone's UID (base64).
+    pub case_uid: String,
+    /// Venue id.
+    pub venue: String,
+    /// The other phone's UID (base64).
+    pub contact_uid: String,
+    /// Seconds their visits overlapped (summed over visits).
+    pub overlap_s: u64,
+}
+
 impl GroundTruth {
+    /// Every pair (infected BlueTrace phone, other BlueTrace phone) whose visits to a venue
+    /// overlap (half-open intervals), per venue, with the overlap summed over visits; sorted.
+    /// What a health team's BlueTrace contact list should hold.
+    pub fn bluetrace_contacts(&self) -> Vec<BluetraceContact> {
+        let mut at_venue: BTreeMap<&str, Vec<(&str, bool, &VisitTruth)>> = BTreeMap::new();
+        for phone in &self.phones {
+            let Some(uid) = phone.uid.as_deref() else {
+                continue;
+            };
+            for visit in &phone.visits {
+                at_venue.entry(visit.venue.as_str()).or_default().push((
+                    uid,
+                    phone.infected,
+                    visit,
+                ));
+            }
+        }
+        let mut pairs: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
+        for (venue, visits) in &at_venue {
+            for &(case, infected, cv) in visits {
+                if !infected {
+                    continue;
+                }
+                for &(other, _, ov) in visits {
+                    let from = cv.arrive_unix_s.max(ov.arrive_unix_s);
+                    let to = cv.leave_unix_s.min(ov.leave_unix_s);
+                    if other != case && from < to {
+                        *pairs.entry((case, venue, other)).or_default() += to - from;
+                    }
+                }
+            }
+        }
+        pairs
+            .into_iter()
+            .map(|((case, venue, other), overlap_s)| BluetraceContact {
+                case_uid: case.to_owned(),
+                venue: venue.to_owned(),
+                contact_uid: other.to_owned(),
+                overlap_s,
+            })
+            .collect()
+    }
+
     /// Every (venue, hour) where an infected GAEN phone was present, with the number of
     /// distinct other phones co-present: phones whose visit to the venue overlaps (half-open
     /// intervals) the infected phone's visit clipped to that hour. Sorted by venue, hour.
@@ -1187,6 +1397,7 @@ impl GroundTruth {
 mod tests {
     use super::*;
     use crate::beacon::{Beacon, classify};
+    use crate::bluetrace::TempIdKey;
     use crate::crypto::Rpi;
 
     /// 2025-06-02 23:00 UTC: the small city crosses midnight, so TEKs change mid-visit.
@@ -1618,6 +1829,7 @@ mod tests {
                 model: "m".to_owned(),
                 tx_power_dbm: -10,
                 teks: vec![],
+                uid: None,
                 visits,
             };
         use PhoneKind::{Bluetrace, Gaen};
@@ -1627,6 +1839,7 @@ mod tests {
             end_unix_s: h + 7200,
             venues: vec!["a".into(), "b".into()],
             arrivals_without_free_phone: 0,
+            bluetrace_key: String::new(),
             phones: vec![
                 phone(0, Gaen, true, vec![visit("a", 30, 80)]),
                 phone(1, Bluetrace, false, vec![visit("a", 0, 40)]),
@@ -1651,6 +1864,112 @@ mod tests {
     }
 
     /// Generation speed of the default city (run in release:
+    /// With `bluetrace_reads`, BlueTrace phones (and only they) are read: a few seconds after
+    /// arrival, then every `bluetrace_reread_s` + 0..10 s while present; each TempID decrypts
+    /// with the ground truth's key to the phone's UID and is valid when read; the adverts are
+    /// exactly those of the same city without reads.
+    #[test]
+    fn bluetrace_reads_follow_visits_and_decrypt_to_the_uid() {
+        let mut config = small(8);
+        config.bluetrace_reads = true;
+        let with_reads = city(&config);
+        let truth = with_reads.ground_truth();
+        let key = TempIdKey::from_base64(&truth.bluetrace_key).expect("key");
+        let uid_of: HashMap<String, &PhoneTruth> = truth
+            .phones
+            .iter()
+            .filter_map(|p| Some((p.uid.clone()?, p)))
+            .collect();
+        assert!(
+            truth
+                .phones
+                .iter()
+                .all(|p| p.uid.is_some() == (p.kind == PhoneKind::Bluetrace))
+        );
+        let without = city(&small(8));
+        let mut reads = 0;
+        for venue in ["shop", "souk", "bus"] {
+            let all = stream(&with_reads, venue);
+            let adverts: Vec<Advert> = all
+                .iter()
+                .filter(|a| a.tempid_read.is_none())
+                .cloned()
+                .collect();
+            assert_eq!(
+                adverts,
+                stream(&without, venue),
+                "{venue}: adverts unchanged"
+            );
+            let mut last: HashMap<String, u64> = HashMap::new();
+            for advert in all.iter().filter(|a| a.tempid_read.is_some()) {
+                reads += 1;
+                let read = advert.tempid_read.as_ref().expect("read");
+                assert_eq!(read.org, "MAR");
+                let d = key.decrypt(&read.tempid).expect("decrypts");
+                let uid = d.uid.to_base64();
+                let phone = uid_of.get(&uid).expect("a BlueTrace phone's UID");
+                let t_s = advert.time_ms / 1000;
+                assert!(
+                    phone.visits.iter().any(|v| v.venue == venue
+                        && v.arrive_unix_s <= t_s
+                        && t_s < v.leave_unix_s),
+                    "read during a visit"
+                );
+                assert!(i64::from(d.start) <= t_s as i64 && (t_s as i64) < i64::from(d.expiry));
+                if let Some(prev) = last.insert(uid, advert.time_ms) {
+                    let gap = advert.time_ms - prev;
+                    assert!(
+                        gap >= 100_000 && (gap < 110_000 || gap > 300_000),
+                        "re-read after {gap} ms"
+                    );
+                }
+            }
+        }
+        assert!(reads > 100, "{reads} reads");
+    }
+
+    /// The ground truth's contacts are the overlapping visits of infected BlueTrace phones.
+    #[test]
+    fn bluetrace_contacts_are_overlapping_visits() {
+        let truth = city(&SimConfig {
+            infected_share: 0.2,
+            ..small(9)
+        })
+        .ground_truth();
+        let contacts = truth.bluetrace_contacts();
+        assert!(!contacts.is_empty());
+        for c in &contacts {
+            let find = |uid: &str| {
+                truth
+                    .phones
+                    .iter()
+                    .find(|p| p.uid.as_deref() == Some(uid))
+                    .expect("phone")
+            };
+            let (case, other) = (find(&c.case_uid), find(&c.contact_uid));
+            assert!(case.infected && case.kind == PhoneKind::Bluetrace);
+            assert_ne!(case.id, other.id);
+            let overlap: u64 = case
+                .visits
+                .iter()
+                .filter(|v| v.venue == c.venue)
+                .flat_map(|cv| {
+                    other
+                        .visits
+                        .iter()
+                        .filter(|v| v.venue == c.venue)
+                        .map(move |ov| {
+                            ov.leave_unix_s
+                                .min(cv.leave_unix_s)
+                                .saturating_sub(ov.arrive_unix_s.max(cv.arrive_unix_s))
+                        })
+                })
+                .sum();
+            assert_eq!(overlap, c.overlap_s);
+            assert!(overlap > 0);
+        }
+    }
+
     /// `cargo test --release --lib sim::tests::timing -- --ignored --nocapture`).
     #[test]
     #[ignore = "timing, for release builds"]

@@ -75,6 +75,9 @@ pub struct SimSummary {
     pub gaen: u64,
     /// Of those, BlueTrace adverts.
     pub bluetrace: u64,
+    /// Of those, BlueTrace TempID reads (the simulated gateway's GATT reads, when the config
+    /// asks for them).
+    pub tempid_reads: u64,
     /// Simulated time of the first and last advert sent, Unix ms.
     pub sim_span_ms: Option<(u64, u64)>,
     /// Why it stopped.
@@ -165,7 +168,7 @@ async fn simulate(
     })??;
 
     let visits = adverts.visits();
-    let (mut sent, mut gaen, mut bluetrace) = (0u64, 0u64, 0u64);
+    let (mut sent, mut gaen, mut bluetrace, mut tempid_reads) = (0u64, 0u64, 0u64, 0u64);
     // (wall instant of the first advert, its simulated time)
     let mut origin: Option<(Instant, u64)> = None;
     let mut last_ms = None;
@@ -194,7 +197,11 @@ async fn simulate(
                 }
             }
         }
-        let (time_ms, is_gaen) = (advert.time_ms, !advert.service_data.is_empty());
+        let (time_ms, is_gaen, is_read) = (
+            advert.time_ms,
+            !advert.service_data.is_empty(),
+            advert.tempid_read.is_some(),
+        );
         tokio::select! {
             biased;
             () = cancel.cancelled() => break SimStop::Cancelled,
@@ -203,7 +210,9 @@ async fn simulate(
             },
         }
         sent += 1;
-        if is_gaen {
+        if is_read {
+            tempid_reads += 1;
+        } else if is_gaen {
             gaen += 1;
         } else {
             bluetrace += 1;
@@ -211,13 +220,14 @@ async fn simulate(
         last_ms = Some(time_ms);
     };
     let sim_span_ms = origin.zip(last_ms).map(|((_, first), last)| (first, last));
-    tracing::info!(visits, sent, gaen, bluetrace, stop = ?stop, "simulation finished");
+    tracing::info!(visits, sent, gaen, bluetrace, tempid_reads, stop = ?stop, "simulation finished");
     Ok(SimSummary {
         venue,
         visits,
         sent,
         gaen,
         bluetrace,
+        tempid_reads,
         sim_span_ms,
         stop,
     })
