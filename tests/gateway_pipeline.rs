@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use venuetrace::advert::{Advert, DeviceAddress, ServiceUuid};
 use venuetrace::aggregate::AggregatorConfig;
 use venuetrace::batch::GatewayId;
+use venuetrace::bluetrace::{TempIdKey, TempIdRead, Uid};
 use venuetrace::crypto::{Enin, Metadata, Tek};
 use venuetrace::gateway::daemon::{self, DaemonSettings, RunReport, SourceSpec};
 use venuetrace::gateway::outbox::{Backoff, OutboxOptions};
@@ -106,7 +107,8 @@ async fn run_with(
 
 /// Three windows of adverts from 5 phones become three sealed batches, all delivered and
 /// receipted; the authority side opens exactly the RPIs and minutes that were sent, with the
-/// gateway's calibration; the outbox ends empty and holds no RPI or MAC in its bytes.
+/// gateway's calibration, and the TempIDs read from two BlueTrace phones; the outbox ends empty
+/// and holds no RPI, TempID or MAC in its bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_are_sealed_delivered_and_receipted() {
     let broker = Broker::start();
@@ -122,9 +124,31 @@ async fn windows_are_sealed_delivered_and_receipted() {
     for enin in T0_ENIN..T0_ENIN + 3 {
         adverts.extend(interval_adverts(enin, 5));
     }
+    // Two BlueTrace phones read over GATT every 100 s, each presenting one TempID a window.
+    let key = TempIdKey::new(&[3; 32]);
+    for enin in T0_ENIN..T0_ENIN + 3 {
+        for phone in 0..2u8 {
+            let uid = Uid::from_bytes([phone; 21]);
+            let start = enin as i32 * 600;
+            let tempid = key.encrypt(&uid, start - 60, start + 900, &[phone ^ enin as u8; 16]);
+            for read in 0..5u64 {
+                adverts.push(Advert {
+                    time_ms: u64::from(enin) * 600_000 + 3_000 + read * 100_000,
+                    address: DeviceAddress([0xD0, phone, 0xEE, 0xEE, 0xEE, enin as u8]),
+                    rssi: -70,
+                    tempid_read: Some(TempIdRead {
+                        tempid,
+                        org: "MAR".into(),
+                    }),
+                    ..Advert::default()
+                });
+            }
+        }
+    }
+    adverts.sort_by_key(|a| a.time_ms);
     let fed = adverts.clone();
     let report = run_with(settings(dir.path(), broker.port, &gw, &auth), adverts, None).await;
-    assert_eq!(report.adverts, 1620);
+    assert_eq!(report.adverts, 1620 + 30);
     assert_eq!(report.batches_sealed, 3);
     assert_eq!(report.batches_receipted, 3);
     assert_eq!(report.outbox_left, 0);
@@ -139,6 +163,13 @@ async fn windows_are_sealed_delivered_and_receipted() {
         assert_eq!(batch.rssi_calibration_db, -2);
         assert_eq!(batch.counters.gaen, 540);
         assert_eq!(batch.sightings.len(), 5);
+        assert_eq!(batch.counters.bluetrace_reads, 10);
+        assert_eq!(batch.tempids.len(), 2);
+        for t in &batch.tempids {
+            assert_eq!((t.first_minute, t.last_minute, t.reads), (0, 6, 5));
+            let d = key.decrypt(&t.tempid).expect("the TempID that was read");
+            assert_eq!(i64::from(d.start), batch.window_start_unix_s() - 60);
+        }
         for s in &batch.sightings {
             assert_eq!((s.first_minute, s.last_minute, s.reports), (0, 8, 108));
             let phone = (0..5u8)
@@ -161,6 +192,15 @@ async fn windows_are_sealed_delivered_and_receipted() {
         bytes.extend(std::fs::read(entry.expect("entry").path()).expect("read"));
     }
     for advert in &fed {
+        if let Some(read) = &advert.tempid_read {
+            assert!(
+                !bytes
+                    .windows(16)
+                    .any(|w| w == &read.tempid.as_bytes()[..16]),
+                "a TempID is stored in the outbox"
+            );
+            continue;
+        }
         let rpi = &advert.service_data[0].1[..16];
         assert!(
             !bytes.windows(16).any(|w| w == rpi),
