@@ -189,3 +189,94 @@ fn missing_file_is_named() {
         "{stderr}"
     );
 }
+
+/// `[bluetrace]`: a file turning TempID collection on is summarised with its limits; bad values
+/// are all reported (exit 78) naming the file and the key, a bad organisation code naming its
+/// item; an environment override of the list is checked the same way and names the variable.
+#[test]
+fn bluetrace_section_is_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(
+        dir.path(),
+        &format!("{GOOD}\n[bluetrace]\ncollect_tempids = true\nmax_connections = 2\n"),
+    );
+    let output = check_config(&path, &[]);
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "bluetrace: reading TempIDs of MAR over GATT; at most 2 connection(s) of 6 s, \
+             20 attempts a minute, each phone every 100 s; at most 10000 TempIDs a window"
+        ),
+        "{stdout}"
+    );
+    let quiet = check_config(&write_config(dir.path(), GOOD), &[]);
+    assert!(
+        !text(&quiet.stdout).contains("bluetrace:"),
+        "off by default: no bluetrace line"
+    );
+
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "{GOOD}\n[bluetrace]\ncollect_tempids = 1\norgs = [\"MAR\", \"no way\"]\n\
+             max_connections = 0\nconnect_timeout_s = 31\nreread_after_s = 5\n\
+             max_reads_per_minute = 0\nmax_tempids_per_window = 2000000\ncollect = true\n"
+        ),
+    );
+    let output = check_config(&path, &[]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "stderr: {stderr}");
+    let file = path.display();
+    for expected in [
+        format!("{file}: bluetrace.collect_tempids: invalid value 1: expected true or false"),
+        format!("{file}: bluetrace.collect: unknown key"),
+        format!("{file}: bluetrace.max_connections: invalid value 0: expected an integer 1..=4"),
+        format!(
+            "{file}: bluetrace.connect_timeout_s: invalid value 31: expected an integer 1..=30"
+        ),
+        format!("{file}: bluetrace.reread_after_s: invalid value 5: expected an integer 10..=3600"),
+        format!(
+            "{file}: bluetrace.max_reads_per_minute: invalid value 0: expected an integer 1..=600"
+        ),
+        format!(
+            "{file}: bluetrace.max_tempids_per_window: invalid value 2000000: expected an \
+             integer 1..=1000000"
+        ),
+        format!(
+            "{file}: bluetrace.orgs[1]: invalid value \"no way\": expected an organisation code"
+        ),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    let problems = stderr
+        .lines()
+        .filter(|l| l.starts_with(&file.to_string()))
+        .count();
+    assert_eq!(problems, 8, "{stderr}");
+
+    let path = write_config(dir.path(), GOOD);
+    let output = check_config(
+        &path,
+        &[
+            ("VENUETRACE_GATEWAY__BLUETRACE__COLLECT_TEMPIDS", "true"),
+            ("VENUETRACE_GATEWAY__BLUETRACE__ORGS", "MAR, bad-org"),
+        ],
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "stderr: {stderr}");
+    assert!(
+        stderr.contains(
+            "VENUETRACE_GATEWAY__BLUETRACE__ORGS: bluetrace.orgs[1]: invalid value \"bad-org\""
+        ),
+        "{stderr}"
+    );
+}

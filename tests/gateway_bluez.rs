@@ -100,6 +100,15 @@ async fn scanning(health: &ScanHealth, control: &MockControl, adapter: &str, arm
     .await;
 }
 
+/// Waits until the scanner tracks `n` devices (the mock does not store the properties of
+/// adverts it signals, so a device must be tracked before it advertises).
+async fn tracked(health: &ScanHealth, n: u64) {
+    wait_for(&format!("{n} devices tracked"), WAIT, || async {
+        health.devices.load(Ordering::Relaxed) == n
+    })
+    .await;
+}
+
 /// Adverts, filtering, device removal, the discovery filter, and stopping on shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_updates_become_adverts() {
@@ -136,6 +145,7 @@ async fn device_updates_become_adverts() {
 
     // A phone appears and advertises twice.
     let phone = control.add_device("hci0", "4E:11:22:33:44:55").await;
+    tracked(&run.health, 1).await;
     control.advert(&phone, -61, GAEN_UUID, &beacon(1)).await;
     let a = next_advert(&mut run.rx).await;
     assert_eq!(a.rssi, -61);
@@ -151,12 +161,14 @@ async fn device_updates_become_adverts() {
 
     // Malformed 0xFD6F data is passed on (the aggregator counts it as malformed).
     let odd = control.add_device("hci0", "4E:00:00:00:00:02").await;
+    tracked(&run.health, 2).await;
     control.advert(&odd, -50, GAEN_UUID, &[1, 2, 3]).await;
     let a = next_advert(&mut run.rx).await;
     assert!(matches!(classify(&a, &[]), Beacon::MalformedGaen(_)));
 
     // Headphones: not a phone of either app, not sent.
     let other = control.add_device("hci0", "4E:00:00:00:00:03").await;
+    tracked(&run.health, 3).await;
     control
         .advert(&other, -40, "0000180f-0000-1000-8000-00805f9b34fb", &[99])
         .await;
@@ -200,6 +212,7 @@ async fn scanning_survives_bluez_lifecycle() {
     control.add_adapter("hci0").await;
     scanning(&run.health, &control, "hci0", 2).await;
     let phone = control.add_device("hci0", "4E:00:00:00:00:10").await;
+    tracked(&run.health, 1).await;
     control.advert(&phone, -66, GAEN_UUID, &beacon(2)).await;
     assert_eq!(next_advert(&mut run.rx).await.rssi, -66);
 
@@ -222,6 +235,7 @@ async fn scanning_survives_bluez_lifecycle() {
     control.add_adapter("hci0").await;
     scanning(&run.health, &control, "hci0", armed).await;
     let phone = control.add_device("hci0", "4E:00:00:00:00:11").await;
+    tracked(&run.health, 1).await;
     control.advert(&phone, -58, GAEN_UUID, &beacon(3)).await;
     let a = next_advert(&mut run.rx).await;
     assert_eq!(a.rssi, -58);

@@ -61,6 +61,8 @@ pub struct GatewayConfig {
     pub authority: AuthoritySettings,
     /// `[scan]`: where adverts come from.
     pub scan: ScanSettings,
+    /// `[bluetrace]`: reading BlueTrace (Wiqaytna) TempIDs over GATT.
+    pub bluetrace: BluetraceSettings,
     /// `[sim]`: synthetic phones, used with `scan.source = "sim"`.
     pub sim: SimSettings,
     /// `[window]`: aggregation windows.
@@ -124,6 +126,31 @@ pub struct ScanSettings {
     /// Most BlueZ devices tracked at once (bounds memory); more are counted and ignored
     /// until BlueZ removes older ones.
     pub max_devices: u32,
+}
+
+/// `[bluetrace]`: collecting BlueTrace (OpenTrace v2, Wiqaytna) TempIDs by connecting to the
+/// phones and reading their GATT characteristic. Only the BlueZ source connects; a replay
+/// ignores these settings, and the simulator reads `collect_tempids` to decide whether its
+/// BlueTrace phones yield reads. `max_tempids_per_window` bounds the aggregator whatever the
+/// source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BluetraceSettings {
+    /// Connect to BlueTrace phones and read their TempIDs (off: BlueTrace phones are only
+    /// counted from their adverts).
+    pub collect_tempids: bool,
+    /// Organisation codes whose TempIDs are kept (`MAR` for Wiqaytna); reads of others are
+    /// counted and dropped. Never empty.
+    pub orgs: Vec<String>,
+    /// Most phones connected at once (1..=4).
+    pub max_connections: u32,
+    /// Bound on one whole attempt: connect, resolve services, read.
+    pub connect_timeout: Duration,
+    /// A phone (by address) is not attempted again within this long, success or not.
+    pub reread_after: Duration,
+    /// Most attempts started in any 60 s, over all phones.
+    pub max_reads_per_minute: u32,
+    /// Cap on distinct TempIDs per window (memory bound); more are counted as dropped.
+    pub max_tempids_per_window: u32,
 }
 
 /// `[sim]`: the simulated venue, plain values (the simulator maps them to its own type).
@@ -250,6 +277,24 @@ impl GatewayConfig {
             "scan: {source}; {}-minute windows of at most {} RPIs",
             self.window.minutes, self.window.max_rpis
         ));
+        let b = &self.bluetrace;
+        if b.collect_tempids {
+            lines.push(format!(
+                "bluetrace: reading TempIDs of {} over GATT{}; at most {} connection(s) of {} s, \
+                 {} attempts a minute, each phone every {} s; at most {} TempIDs a window",
+                b.orgs.join(", "),
+                match self.scan.source {
+                    ScanSource::Bluez => "",
+                    ScanSource::Replay(_) => " (no effect with a replay)",
+                    ScanSource::Sim => " (simulated)",
+                },
+                b.max_connections,
+                b.connect_timeout.as_secs(),
+                b.max_reads_per_minute,
+                b.reread_after.as_secs(),
+                b.max_tempids_per_window
+            ));
+        }
         lines.push(format!(
             "outbox: {}; kept {} days, at most {} MiB",
             self.outbox.path.display(),
@@ -306,6 +351,7 @@ const SECTIONS: &[&str] = &[
     "gateway",
     "authority",
     "scan",
+    "bluetrace",
     "sim",
     "window",
     "outbox",
@@ -381,6 +427,38 @@ const SCHEMA: &[KeySpec] = &[
             max: MAX_SPEED,
         },
         Preset::Float(0.0),
+    ),
+    spec(
+        "bluetrace",
+        "collect_tempids",
+        Kind::Bool,
+        Preset::Bool(false),
+    ),
+    spec(
+        "bluetrace",
+        "orgs",
+        Kind::StrList,
+        Preset::StrList(&["MAR"]),
+    ),
+    spec("bluetrace", "max_connections", int(1, 4), Preset::Int(1)),
+    spec("bluetrace", "connect_timeout_s", int(1, 30), Preset::Int(6)),
+    spec(
+        "bluetrace",
+        "reread_after_s",
+        int(10, 3600),
+        Preset::Int(100),
+    ),
+    spec(
+        "bluetrace",
+        "max_reads_per_minute",
+        int(1, 600),
+        Preset::Int(20),
+    ),
+    spec(
+        "bluetrace",
+        "max_tempids_per_window",
+        int(1, 1_000_000),
+        Preset::Int(10_000),
     ),
     spec("sim", "seed", int(0, i64::MAX), Preset::Int(1)),
     spec("sim", "phones", int(1, 10_000_000), Preset::Int(1000)),
@@ -497,6 +575,20 @@ fn build(l: &mut Loader, path: &Path, env: &[(String, String)]) -> Option<Gatewa
         .int("scan", "max_devices")
         .and_then(|v| u32::try_from(v).ok());
 
+    let bluetrace = bluetrace(l);
+    if let (Some(b), Some(uuids)) = (&bluetrace, &uuids)
+        && b.collect_tempids
+        && uuids.is_empty()
+    {
+        l.problem_at(
+            "bluetrace",
+            "collect_tempids",
+            "needs scan.bluetrace_service_uuids: the TempID characteristic is looked for \
+             under those services"
+                .into(),
+        );
+    }
+
     let seed = l.int("sim", "seed").and_then(|v| u64::try_from(v).ok());
     let phones = l.int("sim", "phones").and_then(|v| u32::try_from(v).ok());
     let hours = l.float("sim", "hours");
@@ -551,6 +643,7 @@ fn build(l: &mut Loader, path: &Path, env: &[(String, String)]) -> Option<Gatewa
             power_on: power_on?,
             max_devices: max_devices?,
         },
+        bluetrace: bluetrace?,
         sim: SimSettings {
             seed: seed?,
             phones: phones?,
@@ -672,6 +765,56 @@ fn service_uuids(l: &mut Loader) -> Option<Vec<ServiceUuid>> {
         return None;
     }
     Some(uuids)
+}
+
+/// `[bluetrace]`: the GATT read settings; every organisation code must look like one.
+fn bluetrace(l: &mut Loader) -> Option<BluetraceSettings> {
+    let collect_tempids = l.boolean("bluetrace", "collect_tempids");
+    let orgs = l.list("bluetrace", "orgs");
+    let orgs = match orgs {
+        Some(orgs) if orgs.is_empty() => {
+            l.problem_at(
+                "bluetrace",
+                "orgs",
+                "must name at least one organisation code (Wiqaytna's is \"MAR\")".into(),
+            );
+            None
+        }
+        Some(orgs) => {
+            let mut ok = true;
+            for (i, org) in orgs.iter().enumerate() {
+                if !crate::bluetrace::valid_org(org) {
+                    l.problem_at_item(
+                        "bluetrace",
+                        "orgs",
+                        i,
+                        format!(
+                            "invalid value {org:?}: expected an organisation code of 1-16 \
+                             characters of A-Z a-z 0-9 _ (e.g. \"MAR\")"
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            ok.then_some(orgs)
+        }
+        None => None,
+    };
+    let u32_of = |l: &Loader, key| l.int("bluetrace", key).and_then(|v| u32::try_from(v).ok());
+    let secs = |l: &Loader, key| {
+        l.int("bluetrace", key)
+            .and_then(|v| u64::try_from(v).ok())
+            .map(Duration::from_secs)
+    };
+    Some(BluetraceSettings {
+        collect_tempids: collect_tempids?,
+        orgs: orgs?,
+        max_connections: u32_of(l, "max_connections")?,
+        connect_timeout: secs(l, "connect_timeout_s")?,
+        reread_after: secs(l, "reread_after_s")?,
+        max_reads_per_minute: u32_of(l, "max_reads_per_minute")?,
+        max_tempids_per_window: u32_of(l, "max_tempids_per_window")?,
+    })
 }
 
 /// `[mqtt]`: the connection keys shared with the authority, the client id defaulting from
@@ -848,6 +991,18 @@ mod tests {
                 replay_speed: 0.0,
                 power_on: true,
                 max_devices: 20_000,
+            }
+        );
+        assert_eq!(
+            config.bluetrace,
+            BluetraceSettings {
+                collect_tempids: false,
+                orgs: vec!["MAR".into()],
+                max_connections: 1,
+                connect_timeout: Duration::from_secs(6),
+                reread_after: Duration::from_secs(100),
+                max_reads_per_minute: 20,
+                max_tempids_per_window: 10_000,
             }
         );
         assert_eq!(
@@ -1337,5 +1492,101 @@ minutes = 10
         );
         let (_d, r) = load_scan("replay_speed = 3");
         assert_eq!(expect_config(r).scan.replay_speed, 3.0);
+    }
+
+    /// `[bluetrace]`: off by default; every key checked against its range, every organisation
+    /// code checked (naming the bad item), an empty list refused, collection without a
+    /// BlueTrace service UUID refused; environment overrides work, lists comma-separated.
+    #[test]
+    fn bluetrace_keys() {
+        let (_d, r) = load_text(
+            "[bluetrace]\ncollect_tempids = true\norgs = [\"MAR\", \"SG_MOH\"]\n\
+             max_connections = 4\nconnect_timeout_s = 30\nreread_after_s = 10\n\
+             max_reads_per_minute = 600\nmax_tempids_per_window = 1000000\n",
+            &required(),
+        );
+        let config = expect_config(r);
+        assert_eq!(
+            config.bluetrace,
+            BluetraceSettings {
+                collect_tempids: true,
+                orgs: vec!["MAR".into(), "SG_MOH".into()],
+                max_connections: 4,
+                connect_timeout: Duration::from_secs(30),
+                reread_after: Duration::from_secs(10),
+                max_reads_per_minute: 600,
+                max_tempids_per_window: 1_000_000,
+            }
+        );
+        assert!(
+            config
+                .summary()
+                .contains("bluetrace: reading TempIDs of MAR, SG_MOH over GATT;"),
+            "{}",
+            config.summary()
+        );
+
+        let (_d, r) = load_text(
+            "[bluetrace]\ncollect_tempids = \"yes\"\norgs = [\"MAR\", \"M A R\", \"\"]\n\
+             max_connections = 5\nconnect_timeout_s = 0\nreread_after_s = 9\n\
+             max_reads_per_minute = 601\nmax_tempids_per_window = 0\nmax_connection = 1\n",
+            &required(),
+        );
+        assert_eq!(
+            problems(&expect_errors(r)),
+            [
+                "bluetrace.collect_tempids: invalid value \"yes\": expected true or false",
+                "bluetrace.connect_timeout_s: invalid value 0: expected an integer 1..=30",
+                "bluetrace.max_connection: unknown key (did you mean \"max_connections\"?)",
+                "bluetrace.max_connections: invalid value 5: expected an integer 1..=4",
+                "bluetrace.max_reads_per_minute: invalid value 601: expected an integer 1..=600",
+                "bluetrace.max_tempids_per_window: invalid value 0: expected an integer \
+                 1..=1000000",
+                "bluetrace.reread_after_s: invalid value 9: expected an integer 10..=3600",
+                "bluetrace.orgs[1]: invalid value \"M A R\": expected an organisation code of \
+                 1-16 characters of A-Z a-z 0-9 _ (e.g. \"MAR\")",
+                "bluetrace.orgs[2]: invalid value \"\": expected an organisation code of 1-16 \
+                 characters of A-Z a-z 0-9 _ (e.g. \"MAR\")",
+            ]
+        );
+
+        let (_d, r) = load_text("[bluetrace]\norgs = []\n", &required());
+        assert_eq!(
+            problems(&expect_errors(r)),
+            ["bluetrace.orgs: must name at least one organisation code (Wiqaytna's is \"MAR\")"]
+        );
+        let (_d, r) = load_text(
+            "[scan]\nbluetrace_service_uuids = []\n[bluetrace]\ncollect_tempids = true\n",
+            &required(),
+        );
+        assert_eq!(
+            problems(&expect_errors(r)),
+            [
+                "bluetrace.collect_tempids: needs scan.bluetrace_service_uuids: the TempID \
+                 characteristic is looked for under those services"
+            ]
+        );
+
+        let (_d, r) = load_text(
+            "",
+            &with_required(&[
+                ("VENUETRACE_GATEWAY__BLUETRACE__COLLECT_TEMPIDS", "true"),
+                ("VENUETRACE_GATEWAY__BLUETRACE__ORGS", "MAR, TN"),
+                ("VENUETRACE_GATEWAY__BLUETRACE__REREAD_AFTER_S", "300"),
+            ]),
+        );
+        let config = expect_config(r);
+        assert!(config.bluetrace.collect_tempids);
+        assert_eq!(config.bluetrace.orgs, ["MAR", "TN"]);
+        assert_eq!(config.bluetrace.reread_after, Duration::from_secs(300));
+        let (_d, r) = load_text(
+            "",
+            &with_required(&[("VENUETRACE_GATEWAY__BLUETRACE__MAX_CONNECTIONS", "9")]),
+        );
+        let errors = expect_errors(r);
+        assert_eq!(
+            errors.problems[0].source,
+            "VENUETRACE_GATEWAY__BLUETRACE__MAX_CONNECTIONS"
+        );
     }
 }

@@ -183,7 +183,7 @@ pub fn settings(
             window_intervals: config.window.intervals(),
             max_rpis: config.window.max_rpis as usize,
             bluetrace_uuids: config.scan.bluetrace_service_uuids.clone(),
-            max_tempids: AggregatorConfig::default().max_tempids,
+            max_tempids: config.bluetrace.max_tempids_per_window as usize,
         },
         outbox_path: config.outbox.path.clone(),
         outbox_options: config.outbox.options(),
@@ -227,6 +227,7 @@ pub fn needs_restart(old: &GatewayConfig, new: &GatewayConfig) -> Vec<&'static s
     check(old.gateway != new.gateway, "[gateway]");
     check(old.authority != new.authority, "[authority]");
     check(old.scan != new.scan, "[scan]");
+    check(old.bluetrace != new.bluetrace, "[bluetrace]");
     check(old.sim != new.sim, "[sim]");
     check(old.window != new.window, "[window]");
     check(old.outbox.path != new.outbox.path, "outbox.path");
