@@ -80,14 +80,23 @@ pub fn sim_start(now_unix_s: u64) -> u64 {
 /// The simulated city of `scan.source = "sim"`: the `sim.city` file when set (a missing
 /// `start_unix_s` or `bluetrace_service_uuid` filled in as below), else the default city
 /// with `sim.seed`, `sim.phones` and `sim.hours`. The day starts at [`sim_start`]; BlueTrace
-/// phones advertise the first of `scan.bluetrace_service_uuids`. An unreadable or invalid
-/// city file is a configuration error naming `sim.city` and the file.
+/// phones advertise the first of `scan.bluetrace_service_uuids`; with
+/// `bluetrace.collect_tempids` the gateway's GATT reads of their TempIDs are simulated too
+/// (re-read after `bluetrace.reread_after_s`, organisation the first of `bluetrace.orgs`). An
+/// unreadable or invalid city file is a configuration error naming `sim.city` and the file.
 pub fn sim_config(config: &GatewayConfig, now_unix_s: u64) -> Result<SimConfig, ServiceError> {
     let uuid = config.scan.bluetrace_service_uuids.first().map_or_else(
         || SimConfig::default().bluetrace_service_uuid,
         |u| u.to_string(),
     );
     let s = &config.sim;
+    let bt = &config.bluetrace;
+    let org = bt
+        .orgs
+        .first()
+        .cloned()
+        .unwrap_or_else(|| SimConfig::default().bluetrace_org);
+    let reread_s = u32::try_from(bt.reread_after.as_secs()).unwrap_or(u32::MAX);
     let Some(path) = &s.city else {
         return Ok(SimConfig {
             seed: s.seed,
@@ -95,6 +104,9 @@ pub fn sim_config(config: &GatewayConfig, now_unix_s: u64) -> Result<SimConfig, 
             hours: s.hours,
             start_unix_s: sim_start(now_unix_s),
             bluetrace_service_uuid: uuid,
+            bluetrace_reads: bt.collect_tempids,
+            bluetrace_reread_s: reread_s,
+            bluetrace_org: org,
             ..SimConfig::default()
         });
     };
@@ -118,6 +130,13 @@ pub fn sim_config(config: &GatewayConfig, now_unix_s: u64) -> Result<SimConfig, 
         fields
             .entry("bluetrace_service_uuid")
             .or_insert_with(|| uuid.into());
+        fields
+            .entry("bluetrace_reads")
+            .or_insert_with(|| bt.collect_tempids.into());
+        fields
+            .entry("bluetrace_reread_s")
+            .or_insert_with(|| reread_s.into());
+        fields.entry("bluetrace_org").or_insert_with(|| org.into());
     }
     serde_json::from_value(value).map_err(|e| {
         problem(format!(
@@ -400,6 +419,27 @@ mod tests {
         );
         assert_eq!(sim.start_unix_s, sim_start(now));
         assert_eq!(sim.phones, SimConfig::default().phones);
+        assert!(!sim.bluetrace_reads, "no TempID reads unless collected");
+
+        // bluetrace.collect_tempids simulates the gateway's reads, with its re-read period
+        // and organisation, unless the city file says otherwise.
+        let text = std::fs::read_to_string(&file).expect("read");
+        std::fs::write(
+            &file,
+            format!(
+                "{text}[bluetrace]\ncollect_tempids = true\nreread_after_s = 120\norgs = [\"TST\"]\n"
+            ),
+        )
+        .expect("gateway.toml");
+        let config = config::load(&file, &[]).expect("configuration");
+        let sim = sim_config(&config, now).expect("city");
+        assert!(sim.bluetrace_reads);
+        assert_eq!(
+            (sim.bluetrace_reread_s, sim.bluetrace_org.as_str()),
+            (120, "TST")
+        );
+        std::fs::write(&city, r#"{"seed": 7, "bluetrace_reads": false}"#).expect("city.json");
+        assert!(!sim_config(&config, now).expect("city").bluetrace_reads);
         std::fs::write(&city, r#"{"sead": 7}"#).expect("city.json");
         let err = sim_config(&config, now)
             .expect_err("unknown field")
