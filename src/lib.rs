@@ -31,8 +31,8 @@
 //!
 //! Edges (files, terminals, processes):
 //! - [`authority`]: the `venuetrace-authority` commands (definitions and implementations).
-//! - [`gateway`]: the `venuetrace-gateway` commands and daemon (sources: BlueZ, replay, sim;
-//!   outbox, publisher, D-Bus status).
+//! - [`gateway`]: the `venuetrace-gateway` commands and daemon (sources: BlueZ, with BlueTrace
+//!   TempID reads over GATT, replay, sim; outbox, publisher, D-Bus status).
 //! - [`demo`]: `venuetrace-demo` (`./scripts/demo`): gateways, broker and authority on one
 //!   machine on a simulated city, the report against its ground truth, and its HTML page.
 //! - [`notify`]: systemd readiness notifications (`sd_notify`).

@@ -4,11 +4,13 @@
 //! the status over D-Bus (`venuetrace-gateway status`, and PropertiesChanged signals); SIGHUP
 //! with a changed and with an invalid configuration; SIGTERM in the middle of a window (the
 //! partial window is sealed and delivered); and that the debug-level log of the whole run holds
-//! no MAC address, RPI or key.
+//! no MAC address, RPI or key. A second run collects BlueTrace TempIDs over GATT: the TempID
+//! counters in `status` (JSON and table), the TempID sealed in the delivered batch, and no
+//! address, TempID, UID or payload in its debug-level log.
 
 mod common;
 
-use common::bluez::{BluezMock, GAEN_UUID, MockControl, PrivateBus, wait_for};
+use common::bluez::{BluezMock, GAEN_UUID, GattBehaviour, MockControl, PrivateBus, wait_for};
 use common::mosquitto::Broker;
 use common::responder::Responder;
 use futures::StreamExt;
@@ -332,4 +334,196 @@ async fn runs_under_systemd_with_bluez() {
         log.contains("DEBUG") || log.contains("debug"),
         "ran at debug level"
     );
+}
+
+/// The addresses of the TempID run's phones.
+const BT_MACS: [&str; 3] = [
+    "5A:A1:B2:C3:D4:E5",
+    "5A:0F:0F:0F:0F:0F",
+    "5A:77:77:77:77:77",
+];
+/// The sample production BlueTrace service UUID (the default configuration's).
+const BT_UUID: &str = "b82ab3fc-1595-4f6a-80f0-fe094cc218f9";
+/// The backend's TempID key (test value).
+const TEMPID_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// `bluetrace.collect_tempids` through the real binary: one phone answers with a reference
+/// TempID, one with a malformed payload, one never resolves its services. `status` shows each
+/// outcome's counter (JSON and the table); the TempID arrives sealed in the batch delivered at
+/// SIGTERM, with its organisation; and the debug log holds none of the addresses, the TempID,
+/// its UID or the payloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collects_tempids_with_bluez() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let bus = PrivateBus::start();
+    let _mock = BluezMock::start(&bus, d).await;
+    let control = MockControl::new(&bus).await;
+    control.add_adapter("hci0").await;
+
+    let broker = Broker::start();
+    let gateway_keys = KeyPair::generate();
+    gateway_keys.save(&d.join("gateway.key")).expect("key");
+    let authority = KeyPair::generate();
+    let responder = Responder::start(
+        broker.port,
+        authority.clone(),
+        HashMap::from([("gw-bz".to_string(), gateway_keys.public())]),
+    )
+    .await;
+    let config = d.join("gateway.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            d,
+            broker.port,
+            &authority.public(),
+            "[bluetrace]\ncollect_tempids = true\nmax_connections = 3\nconnect_timeout_s = 3\n",
+        ),
+    )
+    .expect("config");
+
+    let uid = common::tempid_ref(&["uid", "wiqaytna-systemd"]);
+    let tempid = common::tempid_ref(&["encrypt", TEMPID_KEY, &uid, "1700000000", "1700000900"]);
+    let payload = common::tempid_ref(&["payload", &tempid, "MAR", "Pixel 7"]);
+    let malformed = format!("{{\"v\":2,\"id\":\"{}\"", &tempid[..40]);
+    let behaviours = [
+        GattBehaviour::Answers {
+            service_uuid: BT_UUID.into(),
+            characteristic_uuid: "117bdd58-57ce-4e7a-8e87-7cccdda2a804".into(),
+            value: payload.clone().into_bytes(),
+        },
+        GattBehaviour::Answers {
+            service_uuid: BT_UUID.into(),
+            characteristic_uuid: "117bdd58-57ce-4e7a-8e87-7cccdda2a804".into(),
+            value: malformed.clone().into_bytes(),
+        },
+        GattBehaviour::NeverResolves,
+    ];
+    let mut paths = Vec::new();
+    for (mac, behaviour) in BT_MACS.iter().zip(&behaviours) {
+        let path = control.add_device("hci0", mac).await;
+        control.gatt_phone(&path, behaviour).await;
+        paths.push(path);
+    }
+
+    let log_path = d.join("gateway.log");
+    let mut child = Guard(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).expect("log file"))
+            .spawn()
+            .expect("gateway starts"),
+    );
+    let pid = child.0.id();
+    wait_for("devices tracked", WAIT, || {
+        let ok = Command::new(BIN)
+            .args(["status", "--format", "json"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .is_some_and(|s| s["counters"]["scan_devices_tracked"] == 3);
+        async move { ok }
+    })
+    .await;
+    for path in &paths {
+        control.bluetrace_advert(path, -63, BT_UUID).await;
+    }
+
+    let deadline = std::time::Instant::now() + WAIT;
+    let last = loop {
+        let last = status(&bus);
+        let c = &last["counters"];
+        if c["tempid_reads"] == 1 && c["tempid_malformed"] == 1 && c["tempid_timeouts"] == 1 {
+            break last;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never showed the reads: {last:#}\n{}",
+            read(&log_path)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let c = &last["counters"];
+    assert_eq!(c["tempid_attempts"], 3, "{last:#}");
+    assert_eq!(c["bluetrace_reads"], 1, "into the window: {last:#}");
+    for name in [
+        "tempid_connect_failures",
+        "tempid_read_failures",
+        "tempid_no_characteristic",
+        "tempid_wrong_org",
+        "tempid_skipped_busy",
+        "tempid_skipped_rate",
+    ] {
+        assert_eq!(c[name], 0, "{name}: {last:#}");
+    }
+    let table = Command::new(BIN)
+        .arg("status")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .output()
+        .expect("status runs");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("tempid_reads") && l.trim_end().ends_with('1')),
+        "{table}"
+    );
+
+    signal(pid, "TERM");
+    let exit = tokio::task::spawn_blocking(move || child.0.wait().expect("wait"))
+        .await
+        .expect("join");
+    let log = read(&log_path);
+    assert!(exit.success(), "exit {exit}: {log}");
+    {
+        let received = responder.received.lock().expect("lock");
+        let batch = received
+            .batches
+            .values()
+            .find(|b| !b.tempids.is_empty())
+            .unwrap_or_else(|| panic!("TempID delivered: {log}"));
+        assert_eq!(batch.tempids.len(), 1);
+        assert_eq!(batch.tempids[0].tempid.to_base64(), tempid);
+        assert_eq!(batch.tempids[0].org, "MAR");
+    }
+
+    // Privacy: at debug level, no address, TempID, UID or payload.
+    assert!(log.contains("DEBUG"), "ran at debug level: {log}");
+    assert!(log.contains("malformed payload"), "failures logged: {log}");
+    for mac in BT_MACS {
+        let compact = mac.replace(':', "");
+        for form in [
+            mac.to_string(),
+            mac.to_lowercase(),
+            compact.clone(),
+            compact.to_lowercase(),
+            mac.replace(':', "_"),
+        ] {
+            assert!(!log.contains(&form), "address {form} in the log");
+        }
+    }
+    let tempid_hex = hex::encode(
+        venuetrace::bluetrace::TempId::from_base64(&tempid)
+            .expect("TempID")
+            .as_bytes(),
+    );
+    for secret in [
+        &tempid[..16],
+        &tempid[40..56],
+        &uid[..16],
+        &tempid_hex[..32],
+    ] {
+        assert!(!log.contains(secret), "TempID or UID {secret} in the log");
+    }
+    assert!(!log.contains("Pixel"), "payload in the log");
 }

@@ -19,9 +19,16 @@
 //! Shutdown stops discovery. Losing the system bus itself ends the source with an error (the
 //! daemon exits and systemd restarts it).
 //!
+//! BlueTrace TempIDs (`bluetrace.collect_tempids`, [`BluezOptions::gatt`]): every BlueTrace
+//! advert is offered to the [`gatt`](super::gatt) reader, which may connect to the phone and
+//! read its TempID; a read comes back into this loop and goes down the same channel as an
+//! [`Advert`] with `tempid_read` set. Whenever a scan ends (shutdown included) the reads in
+//! flight are cancelled and their phones disconnected *before* discovery is stopped.
+//!
 //! Privacy: device addresses stay in memory (in the [`Advert`] and the device map) and are
 //! never logged.
 
+use super::gatt::{GattHealth, GattOptions, GattReader};
 use crate::advert::{Advert, DeviceAddress, ServiceUuid};
 use crate::beacon::{Beacon, classify};
 use bluer::{
@@ -54,6 +61,9 @@ pub struct BluezOptions {
     pub bluetrace_uuids: Vec<ServiceUuid>,
     /// Pause between two arming attempts after the scan was lost.
     pub retry: Duration,
+    /// Read BlueTrace TempIDs over GATT (`bluetrace.collect_tempids`); `None`: BlueTrace
+    /// phones are only counted from their adverts, and no connection is ever made.
+    pub gatt: Option<GattOptions>,
 }
 
 /// Why the BlueZ source could not start.
@@ -137,6 +147,8 @@ pub struct ScanHealth {
     pub unrelated: AtomicU64,
     /// BlueZ calls about one device that failed (the device went away meanwhile, mostly).
     pub device_errors: AtomicU64,
+    /// BlueTrace TempID collection over GATT.
+    pub gatt: GattHealth,
 }
 
 impl ScanHealth {
@@ -172,7 +184,7 @@ impl ScanHealth {
     /// The counters by name, for status and logs.
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        vec![
+        let mut counters = vec![
             ("scan_armed", get(&self.armed)),
             ("scan_devices_tracked", get(&self.devices)),
             ("scan_bluez_lost", get(&self.bluez_lost)),
@@ -182,7 +194,11 @@ impl ScanHealth {
             ("scan_devices_ignored", get(&self.devices_ignored)),
             ("scan_device_errors", get(&self.device_errors)),
             ("scan_unrelated_updates", get(&self.unrelated)),
-        ]
+        ];
+        if self.gatt.enabled() {
+            counters.extend(self.gatt.counters());
+        }
+        counters
     }
 }
 
@@ -263,10 +279,8 @@ impl DeviceState {
         Some(Advert {
             time_ms,
             address: DeviceAddress(address.0),
-            rssi: rssi.clamp(i16::from(i8::MIN), i16::from(i8::MAX)) as i8,
-            tx_power: self
-                .tx_power
-                .map(|p| p.clamp(i16::from(i8::MIN), i16::from(i8::MAX)) as i8),
+            rssi: to_i8(rssi),
+            tx_power: self.tx_power.map(to_i8),
             service_uuids: self.uuids.clone(),
             service_data: self.service_data.clone(),
             manufacturer_data: self.manufacturer_data.clone(),
@@ -275,20 +289,29 @@ impl DeviceState {
     }
 }
 
-/// The device's advert now, if it has an RSSI and is a GAEN or BlueTrace phone.
+/// dBm as BlueZ gives them (i16), clamped to the advert's i8.
+fn to_i8(dbm: i16) -> i8 {
+    dbm.clamp(i16::from(i8::MIN), i16::from(i8::MAX)) as i8
+}
+
+/// The device's advert now, if it has an RSSI and is a GAEN or BlueTrace phone; with whether
+/// it is a BlueTrace one.
 fn phone_advert(
     state: &DeviceState,
     address: Address,
     time_ms: u64,
     bluetrace: &[ServiceUuid],
     health: &ScanHealth,
-) -> Option<Advert> {
+) -> Option<(Advert, bool)> {
     let advert = state.advert(address, time_ms)?;
-    if classify(&advert, bluetrace) == Beacon::Unrelated {
-        bump(&health.unrelated);
-        return None;
+    match classify(&advert, bluetrace) {
+        Beacon::Unrelated => {
+            bump(&health.unrelated);
+            None
+        }
+        Beacon::BlueTrace => Some((advert, true)),
+        _ => Some((advert, false)),
     }
-    Some(advert)
 }
 
 fn now_ms() -> u64 {
@@ -326,6 +349,11 @@ pub async fn run_bluez(
         return Err(BluezError::NoBluez);
     }
 
+    let mut gatt = opts
+        .gatt
+        .clone()
+        .map(|g| GattReader::new(g, &opts.bluetrace_uuids));
+    health.gatt.set_enabled(gatt.is_some());
     let mut first = true;
     let mut last_failure: Option<String> = None;
     loop {
@@ -341,7 +369,20 @@ pub async fn run_bluez(
                 }
                 first = false;
                 last_failure = None;
-                let ended = pump(&mut armed, &opts, &tx, &cancel, &mut owners, &health).await;
+                let ended = pump(
+                    &mut armed,
+                    &opts,
+                    &tx,
+                    &cancel,
+                    &mut owners,
+                    &health,
+                    &mut gatt,
+                )
+                .await;
+                // Reads first: their phones are disconnected while BlueZ is still there.
+                if let Some(reader) = gatt.as_mut() {
+                    reader.stop().await;
+                }
                 health.set_scanning(None);
                 health.devices.store(0, Ordering::Relaxed);
                 match ended {
@@ -489,7 +530,28 @@ async fn stop_discovery(armed: Armed) {
     drop(session);
 }
 
-/// Pumps one armed scan's events into adverts until it ends.
+/// The next finished TempID read, if a reader has one in flight.
+async fn next_read(gatt: &mut Option<GattReader>) -> Option<super::gatt::Done> {
+    match gatt {
+        Some(reader) => reader.next_done().await,
+        None => None,
+    }
+}
+
+/// Offers a BlueTrace phone's advert to the TempID reader, if collection is on.
+fn offer(
+    gatt: &mut Option<GattReader>,
+    adapter: &bluer::Adapter,
+    address: Address,
+    advert: &Advert,
+    health: &ScanHealth,
+) {
+    if let Some(reader) = gatt.as_mut() {
+        reader.offer(adapter, address, advert.rssi, &health.gatt);
+    }
+}
+
+/// Pumps one armed scan's events into adverts (and TempID reads) until it ends.
 async fn pump(
     armed: &mut Armed,
     opts: &BluezOptions,
@@ -497,6 +559,7 @@ async fn pump(
     cancel: &CancellationToken,
     owners: &mut zbus::fdo::NameOwnerChangedStream,
     health: &ScanHealth,
+    gatt: &mut Option<GattReader>,
 ) -> Ended {
     let mut devices: HashMap<Address, DeviceState> = HashMap::new();
     let mut changes: SelectAll<BoxStream<'static, (Address, DeviceEvent)>> = SelectAll::new();
@@ -510,6 +573,29 @@ async fn pump(
                 // restart shows as old owner → "" → new owner, or one direct swap). The
                 // stream ends only with the bus connection.
                 return if change.is_some() { Ended::BluezLost } else { Ended::BusLost };
+            }
+            // Before the device changes: under a busy radio they are always ready, and a
+            // finished read must still free its connection slot (reads are rare: at most
+            // bluetrace.max_reads_per_minute).
+            Some(done) = next_read(gatt), if gatt.as_ref().is_some_and(GattReader::busy) => {
+                if let Some((read, time_ms)) = GattReader::account(done.outcome, &health.gatt) {
+                    // The device's latest RSSI (its adverts go on during the read), else the
+                    // one it had when the attempt started.
+                    let rssi = devices
+                        .get(&done.address)
+                        .and_then(|s| s.rssi)
+                        .map_or(done.rssi, to_i8);
+                    let read = Advert {
+                        time_ms,
+                        address: DeviceAddress(done.address.0),
+                        rssi,
+                        tempid_read: Some(read),
+                        ..Advert::default()
+                    };
+                    if tx.send(read).await.is_err() {
+                        return Ended::ReceiverClosed;
+                    }
+                }
             }
             event = armed.discovery.next() => match event {
                 None => {
@@ -535,10 +621,13 @@ async fn pump(
                             let send = phone_advert(&state, address, now_ms(), &opts.bluetrace_uuids, health);
                             devices.insert(address, state);
                             health.devices.store(devices.len() as u64, Ordering::Relaxed);
-                            if let Some(advert) = send
-                                && !deliver(tx, advert, health).await
-                            {
-                                return Ended::ReceiverClosed;
+                            if let Some((advert, bluetrace)) = send {
+                                if bluetrace {
+                                    offer(gatt, &armed.adapter, address, &advert, health);
+                                }
+                                if !deliver(tx, advert, health).await {
+                                    return Ended::ReceiverClosed;
+                                }
                             }
                         }
                         Err(e) => {
@@ -575,10 +664,13 @@ async fn pump(
                 let time_ms = now_ms();
                 for address in touched {
                     let Some(state) = devices.get(&address) else { continue };
-                    if let Some(advert) = phone_advert(state, address, time_ms, &opts.bluetrace_uuids, health)
-                        && !deliver(tx, advert, health).await
-                    {
-                        return Ended::ReceiverClosed;
+                    if let Some((advert, bluetrace)) = phone_advert(state, address, time_ms, &opts.bluetrace_uuids, health) {
+                        if bluetrace {
+                            offer(gatt, &armed.adapter, address, &advert, health);
+                        }
+                        if !deliver(tx, advert, health).await {
+                            return Ended::ReceiverClosed;
+                        }
                     }
                 }
             }

@@ -398,6 +398,8 @@ impl Daemon {
             ("dropped_over_cap", totals.dropped),
             ("late", totals.late),
             ("bluetrace_adverts", totals.bluetrace_adverts),
+            ("bluetrace_reads", totals.bluetrace_reads),
+            ("bluetrace_reads_dropped", totals.bluetrace_reads_dropped),
             ("unrelated", totals.unrelated),
             ("batches_sealed", self.report.batches_sealed),
             ("batches_receipted", self.report.batches_receipted),

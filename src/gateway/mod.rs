@@ -4,11 +4,13 @@
 //! Commands: `run` (the daemon), `status` (the running daemon, over D-Bus), `check-config`,
 //! `keygen` / `public-key` (the key pair enrolled at the authority) and `decode` (offline
 //! diagnostics). The daemon's wiring is in [`service`], its loop in [`daemon`], the radio in
-//! [`bluez`], the D-Bus status in [`status`].
+//! [`bluez`] (with BlueTrace TempID reads over GATT in [`gatt`]), the D-Bus status in
+//! [`status`].
 
 pub mod bluez;
 pub mod config;
 pub mod daemon;
+pub mod gatt;
 pub mod outbox;
 pub mod publisher;
 pub mod replay;

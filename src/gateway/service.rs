@@ -8,6 +8,7 @@
 use super::bluez::BluezOptions;
 use super::config::{self, GatewayConfig, ScanSource};
 use super::daemon::{self, Control, DaemonSettings, Reloadable, RunReport, SourceSpec};
+use super::gatt::GattOptions;
 use super::publisher::MqttSettings;
 use super::replay::{Pacing, ReplayOptions};
 use super::sim::SimOptions;
@@ -165,6 +166,7 @@ pub fn settings(
             max_devices: config.scan.max_devices as usize,
             bluetrace_uuids: config.scan.bluetrace_service_uuids.clone(),
             retry: Duration::from_secs(2),
+            gatt: gatt_options(&config.bluetrace),
         }),
         ScanSource::Replay(path) => SourceSpec::Replay(ReplayOptions {
             path: path.clone(),
@@ -220,6 +222,17 @@ pub fn settings(
         exit_when_delivered,
         flush_deadline: FLUSH_DEADLINE,
         dbus_status: true,
+    })
+}
+
+/// The BlueZ source's TempID reader settings: `None` unless `bluetrace.collect_tempids`.
+pub fn gatt_options(b: &config::BluetraceSettings) -> Option<GattOptions> {
+    b.collect_tempids.then(|| GattOptions {
+        orgs: b.orgs.clone(),
+        max_connections: b.max_connections as usize,
+        attempt_timeout: b.connect_timeout,
+        reread_after: b.reread_after,
+        max_reads_per_minute: b.max_reads_per_minute as usize,
     })
 }
 
@@ -453,5 +466,59 @@ mod tests {
         std::fs::remove_file(&city).expect("remove");
         let err = sim_config(&config, now).expect_err("missing").to_string();
         assert!(err.contains("sim.city: cannot read "), "{err}");
+    }
+
+    /// The BlueZ source connects to phones only with `bluetrace.collect_tempids`, and then
+    /// with the configured limits; the aggregator's TempID cap comes from the configuration
+    /// whatever the source.
+    #[test]
+    fn gatt_options_follow_the_configuration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gateway.toml");
+        let base = format!(
+            "[gateway]\nid = \"gw-1\"\nvenue = \"v\"\nstate_dir = {:?}\n[authority]\n\
+             public_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n",
+            dir.path().display().to_string()
+        );
+        KeyPair::generate()
+            .save(&dir.path().join("gateway.key"))
+            .expect("key");
+        std::fs::write(&file, &base).expect("config");
+        let config = config::load(&file, &[]).expect("configuration");
+        assert_eq!(gatt_options(&config.bluetrace), None);
+        let SourceSpec::Bluez(bluez) = settings(&config, None, false).expect("settings").source
+        else {
+            panic!("the BlueZ source by default");
+        };
+        assert_eq!(bluez.gatt, None);
+        std::fs::write(
+            &file,
+            format!(
+                "{base}[bluetrace]\ncollect_tempids = true\norgs = [\"MAR\", \"TN\"]\n\
+                 max_connections = 2\nconnect_timeout_s = 8\nreread_after_s = 300\n\
+                 max_reads_per_minute = 30\nmax_tempids_per_window = 77\n"
+            ),
+        )
+        .expect("config");
+        let config = config::load(&file, &[]).expect("configuration");
+        assert_eq!(
+            gatt_options(&config.bluetrace),
+            Some(GattOptions {
+                orgs: vec!["MAR".into(), "TN".into()],
+                max_connections: 2,
+                attempt_timeout: Duration::from_secs(8),
+                reread_after: Duration::from_secs(300),
+                max_reads_per_minute: 30,
+            })
+        );
+        let resolved = settings(&config, None, false).expect("settings");
+        assert_eq!(resolved.aggregator.max_tempids, 77);
+        let SourceSpec::Bluez(bluez) = resolved.source else {
+            panic!("the BlueZ source");
+        };
+        assert_eq!(bluez.gatt, gatt_options(&config.bluetrace));
+        let mut changed = config.clone();
+        changed.bluetrace.reread_after = Duration::from_secs(100);
+        assert_eq!(needs_restart(&config, &changed), ["[bluetrace]"]);
     }
 }

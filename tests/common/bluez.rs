@@ -3,6 +3,15 @@
 //! Debian's python3-dbusmock lives; `./scripts/test` installs both). The test drives the mock
 //! through its `org.bluez.Mock` and `org.freedesktop.DBus.Mock` methods: adapters and devices
 //! come and go, and a device's RSSI and ServiceData change as a phone's adverts would make them.
+//!
+//! GATT (BlueTrace TempID reads): [`MockControl::gatt_phone`] gives a device `Connect` and
+//! `Disconnect` methods that set `Connected` and `ServicesResolved` (the template's own only
+//! signal `Connected` and never resolve services), and GATT service and characteristic objects
+//! whose `ReadValue` answers fixed bytes. The mock also keeps how many devices are connected at
+//! once and the peak ([`MockControl::peak_connections`]), and logs every method call
+//! ([`MockControl::calls`]). Limits: the mock is single-threaded and answers every call at once,
+//! so a phone that "never answers" is one whose services never resolve (the `Connect` call
+//! itself cannot hang), and a slow read cannot be staged.
 
 #![allow(dead_code)]
 
@@ -295,6 +304,174 @@ impl MockControl {
         .await;
     }
 
+    /// One advert of a BlueTrace (OpenTrace) phone: RSSI, its service UUID in the UUID list and
+    /// manufacturer data of company 0x03FF (three random characters), in one PropertiesChanged.
+    pub async fn bluetrace_advert(&self, device_path: &str, rssi: i16, service_uuid: &str) {
+        let mut manufacturer: HashMap<u16, Value> = HashMap::new();
+        manufacturer.insert(BLUETRACE_COMPANY, Value::from(b"xyz".to_vec()));
+        let mut props: HashMap<&str, Value> = HashMap::new();
+        props.insert("RSSI", Value::from(rssi));
+        props.insert("UUIDs", Value::from(vec![service_uuid.to_owned()]));
+        props.insert("ManufacturerData", Value::from(manufacturer));
+        let args: Vec<Value> = vec![
+            Value::from("org.bluez.Device1"),
+            Value::from(props),
+            Value::from(Vec::<String>::new()),
+        ];
+        self.call(
+            device_path,
+            "org.freedesktop.DBus.Mock",
+            "EmitSignal",
+            &(
+                "org.freedesktop.DBus.Properties",
+                "PropertiesChanged",
+                "sa{sv}as",
+                args,
+            ),
+        )
+        .await;
+    }
+
+    /// Makes a device a GATT peripheral behaving as `behaviour`. Every phone also gets a
+    /// Generic Access service (0x1800) with a Device Name characteristic, as phones have, so
+    /// the reader has to pick the right service.
+    pub async fn gatt_phone(&self, device_path: &str, behaviour: &GattBehaviour) {
+        let (resolves, refuses) = match behaviour {
+            GattBehaviour::Answers { .. } => (true, false),
+            GattBehaviour::NeverResolves => (false, false),
+            GattBehaviour::Refuses => (false, true),
+        };
+        for (method, code) in [
+            ("Connect", connect_code(resolves, refuses)),
+            ("Disconnect", DISCONNECT_CODE.to_owned()),
+        ] {
+            self.call(
+                device_path,
+                "org.freedesktop.DBus.Mock",
+                "AddMethod",
+                &("org.bluez.Device1", method, "", "", code.as_str()),
+            )
+            .await;
+        }
+        self.add_gatt(
+            device_path,
+            1,
+            "00001800-0000-1000-8000-00805f9b34fb",
+            "00002a00-0000-1000-8000-00805f9b34fb",
+            b"phone",
+        )
+        .await;
+        if let GattBehaviour::Answers {
+            service_uuid,
+            characteristic_uuid,
+            value,
+        } = behaviour
+        {
+            self.add_gatt(device_path, 10, service_uuid, characteristic_uuid, value)
+                .await;
+        }
+    }
+
+    /// A primary service `service{handle:04x}` with one readable characteristic
+    /// `char{handle+1:04x}` answering `value`, under a device (BlueZ's object layout).
+    async fn add_gatt(
+        &self,
+        device_path: &str,
+        handle: u16,
+        service_uuid: &str,
+        characteristic_uuid: &str,
+        value: &[u8],
+    ) {
+        let service = format!("{device_path}/service{handle:04x}");
+        let characteristic = format!("{service}/char{:04x}", handle + 1);
+        let device = zbus::ObjectPath::try_from(device_path).expect("device path");
+        let mut props: HashMap<&str, Value> = HashMap::new();
+        props.insert("UUID", Value::from(service_uuid));
+        props.insert("Device", Value::from(device));
+        props.insert("Primary", Value::from(true));
+        props.insert("Includes", Value::from(Vec::<zbus::ObjectPath<'_>>::new()));
+        let no_methods: Vec<(&str, &str, &str, &str)> = Vec::new();
+        self.call(
+            "/",
+            "org.freedesktop.DBus.Mock",
+            "AddObject",
+            &(
+                service.as_str(),
+                "org.bluez.GattService1",
+                props,
+                no_methods,
+            ),
+        )
+        .await;
+        let service_path = zbus::ObjectPath::try_from(service.as_str()).expect("service path");
+        let mut props: HashMap<&str, Value> = HashMap::new();
+        props.insert("UUID", Value::from(characteristic_uuid));
+        props.insert("Service", Value::from(service_path));
+        props.insert("Flags", Value::from(vec!["read", "write"]));
+        let read = format!(
+            "ret = dbus.ByteArray(bytes.fromhex('{}'))",
+            hex::encode(value)
+        );
+        let methods = vec![("ReadValue", "a{sv}", "ay", read.as_str())];
+        self.call(
+            "/",
+            "org.freedesktop.DBus.Mock",
+            "AddObject",
+            &(
+                characteristic.as_str(),
+                "org.bluez.GattCharacteristic1",
+                props,
+                methods,
+            ),
+        )
+        .await;
+    }
+
+    /// How many times `method` was called on the object at `path` (the mock's call log).
+    pub async fn calls(&self, path: &str, method: &str) -> usize {
+        let reply = self
+            .call(
+                path,
+                "org.freedesktop.DBus.Mock",
+                "GetMethodCalls",
+                &(method,),
+            )
+            .await;
+        reply
+            .body()
+            .deserialize::<Vec<(u64, Vec<zbus::OwnedVariant>)>>()
+            .expect("call log")
+            .len()
+    }
+
+    /// Whether a device is connected now.
+    pub async fn connected(&self, device_path: &str) -> bool {
+        let v = self
+            .get(device_path, "org.bluez.Device1", "Connected")
+            .await;
+        bool::try_from(v).expect("Connected is a boolean")
+    }
+
+    /// The most devices connected at once since the mock started (through
+    /// [`gatt_phone`](Self::gatt_phone) devices).
+    pub async fn peak_connections(&self) -> i32 {
+        self.call(
+            "/",
+            "org.freedesktop.DBus.Mock",
+            "AddMethod",
+            &(
+                "org.bluez.Mock",
+                "GattPeak",
+                "",
+                "i",
+                "ret = getattr(self, 'gatt_peak', 0)",
+            ),
+        )
+        .await;
+        let reply = self.call("/", "org.bluez.Mock", "GattPeak", &()).await;
+        reply.body().deserialize::<i32>().expect("peak")
+    }
+
     /// Sets properties of an object, emitting PropertiesChanged.
     pub async fn update(&self, path: &str, iface: &str, props: HashMap<&str, Value<'_>>) {
         self.call(
@@ -345,6 +522,56 @@ impl MockControl {
         .await;
     }
 }
+
+/// BlueTrace's manufacturer id (company 0x03FF).
+pub const BLUETRACE_COMPANY: u16 = 0x03FF;
+
+/// How a mock phone behaves when the gateway connects.
+#[derive(Clone, Debug)]
+pub enum GattBehaviour {
+    /// Connects, resolves its services; `ReadValue` of the characteristic answers `value`.
+    Answers {
+        /// The service holding the characteristic.
+        service_uuid: String,
+        /// The characteristic.
+        characteristic_uuid: String,
+        /// What a read returns.
+        value: Vec<u8>,
+    },
+    /// Connects but its services never resolve (a phone that went out of range mid-way).
+    NeverResolves,
+    /// `Connect` fails (`org.bluez.Error.Failed`, as BlueZ's le-connection-abort-by-local).
+    Refuses,
+}
+
+/// Python for a device's `Connect`: counts connections on the root object (now and peak).
+fn connect_code(resolves: bool, refuses: bool) -> String {
+    let refuse = if refuses {
+        "raise dbus.exceptions.DBusException('le-connection-abort-by-local', \
+         name='org.bluez.Error.Failed')\n"
+    } else {
+        ""
+    };
+    format!(
+        "{refuse}\
+         if self.props['org.bluez.Device1']['Connected']:\n\
+         \x20   raise dbus.exceptions.DBusException('Already Connected', \
+         name='org.bluez.Error.AlreadyConnected')\n\
+         root = objects['/']\n\
+         root.gatt_now = getattr(root, 'gatt_now', 0) + 1\n\
+         root.gatt_peak = max(getattr(root, 'gatt_peak', 0), root.gatt_now)\n\
+         self.UpdateProperties('org.bluez.Device1', {{'Connected': dbus.Boolean(True), \
+         'ServicesResolved': dbus.Boolean({})}})\n",
+        if resolves { "True" } else { "False" }
+    )
+}
+
+/// Python for a device's `Disconnect` (never fails, as BlueZ's does not for a device that is
+/// not connected).
+const DISCONNECT_CODE: &str = "if self.props['org.bluez.Device1']['Connected']:\n\
+    \x20   objects['/'].gatt_now -= 1\n\
+    self.UpdateProperties('org.bluez.Device1', {'Connected': dbus.Boolean(False), \
+    'ServicesResolved': dbus.Boolean(False)})\n";
 
 /// Polls `check` every 20 ms until true or `timeout`, then panics with `what`.
 pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)

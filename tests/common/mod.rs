@@ -33,3 +33,24 @@ pub fn read_testdata(name: &str) -> Vec<u8> {
     let path = testdata(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
+
+/// Runs the independent TempID reference implementation (`tests/common/tempid_ref.py`, Python
+/// `cryptography` on OpenSSL, sharing no code with `src/bluetrace.rs`) with `args`; its output,
+/// trimmed. See the script's docstring for the subcommands.
+pub fn tempid_ref(args: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/tempid_ref.py");
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("/usr/bin/python3 runs (./scripts/test installs python3-cryptography)");
+    assert!(
+        out.status.success(),
+        "tempid_ref.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned()
+}
