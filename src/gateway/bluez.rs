@@ -632,7 +632,8 @@ async fn pump(
                         }
                         Err(e) => {
                             bump(&health.device_errors);
-                            debug!(error = %e, "cannot read a new device's properties");
+                            // The message can name the device's object path, which holds its address.
+                            debug!(kind = %e.kind, "cannot read a new device's properties");
                         }
                     }
                 }
