@@ -610,7 +610,9 @@ mod tests {
         assert_eq!((t5.minutes[1].min, t5.minutes[1].max), (-66, -66));
 
         agg.observe(&read(T0 + 700_000, 5, -70));
-        let w = agg.close_early().expect("a window with only reads is delivered");
+        let w = agg
+            .close_early()
+            .expect("a window with only reads is delivered");
         assert!(w.closed_early);
         assert_eq!(w.tempids.len(), 1);
     }
