@@ -153,13 +153,16 @@ impl Outcomes {
 }
 
 /// One UID read at one venue in one minute: the highest calibrated RSSI of that minute.
+/// 16 bytes: a span's reads are held in memory at once (~3 per sighting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Read {
     venue: u32,
     uid: u32,
-    /// Unix minute.
-    minute: i64,
-    rssi: i32,
+    /// Unix minute (an `i32` lasts until the year 6053; ingest refuses windows in the
+    /// future, so stored ones fit).
+    minute: i32,
+    /// dBm: an `i8` RSSI plus a calibration of ±30 dB.
+    rssi: i16,
 }
 
 /// Collects the reads of decided sightings; [`finish`](Self::finish) indexes them.
@@ -193,11 +196,14 @@ impl Reads {
                 self.uids.push(uid);
             }
             let window_minute = i64::from(sighting.window_start.0) * 10;
-            self.reads.extend(sighting.minutes.iter().map(|m| Read {
-                venue: sighting.venue,
-                uid: id,
-                minute: window_minute + i64::from(m.minute),
-                rssi: i32::from(m.max) + sighting.rssi_calibration_db,
+            self.reads.extend(sighting.minutes.iter().map(|m| {
+                Read {
+                    venue: sighting.venue,
+                    uid: id,
+                    minute: i32::try_from(window_minute + i64::from(m.minute)).unwrap_or(i32::MAX),
+                    rssi: i16::try_from(i32::from(m.max) + sighting.rssi_calibration_db)
+                        .unwrap_or(i16::MAX),
+                }
             }));
         }
         decision
@@ -406,10 +412,12 @@ impl Presences {
         settings: &PresenceSettings,
     ) -> Vec<Presence> {
         let reads = &self.reads[group.reads.clone()];
-        let lo = reads.partition_point(|r| r.minute * 60 < from_s);
-        let hi = reads.partition_point(|r| r.minute * 60 < to_s);
+        let lo = reads.partition_point(|r| i64::from(r.minute) * 60 < from_s);
+        let hi = reads.partition_point(|r| i64::from(r.minute) * 60 < to_s);
         presences(
-            reads[lo..hi.max(lo)].iter().map(|r| (r.minute, r.rssi)),
+            reads[lo..hi.max(lo)]
+                .iter()
+                .map(|r| (i64::from(r.minute), i32::from(r.rssi))),
             settings,
         )
     }
