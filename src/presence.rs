@@ -34,9 +34,10 @@
 //! # Venue-hours
 //!
 //! Per venue and hour ([`Presences::venue_hours`]): `cases`, the distinct case UIDs with a
-//! presence in that hour (inside their period), and `contacts`, the distinct other UIDs whose
-//! presence overlapped a case's in that hour. Counts only: the venue-hour report never names
-//! anyone.
+//! presence in that hour (widened by the margin and clipped to their period, as for contacts,
+//! so an hour with contacts always has its case), and `contacts`, the distinct other UIDs whose
+//! presence overlapped a case's in that hour (a registered case counted as a case in that hour
+//! is not also a contact). Counts only: the venue-hour report never names anyone.
 
 use crate::aggregate::MinuteRssi;
 use crate::bluetrace::{TempId, TempIdKey, Uid, Validity};

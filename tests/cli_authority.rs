@@ -791,6 +791,41 @@ fn contacts_refused_when_disabled() {
         "no audit line"
     );
     assert_eq!(bt.contact_queries(), (0, 0));
+
+    // Enabled but without a key: refused as a configuration problem (78), nothing audited;
+    // the other commands say why the counts stay 0.
+    let no_keys = [
+        ("VENUETRACE_AUTHORITY__BLUETRACE__IDENTIFY_CONTACTS", "true"),
+        ("VENUETRACE_AUTHORITY__BLUETRACE__KEY_FILES", ""),
+    ];
+    let out = bt.run(&contacts_args(&people().uid["case"], &[]), &no_keys);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(out.stdout.is_empty() && stderr(&out).contains("bluetrace.key_files is empty"));
+    assert!(
+        !bt.dir.path().join("bluetrace-audit.jsonl").exists(),
+        "no audit line"
+    );
+    let mut add = vec!["bluetrace", "cases", "add", &people().uid["case"]];
+    add.extend(CONTACTS_PERIOD);
+    let out = bt.run(&add, &no_keys);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("bluetrace.key_files is empty"),
+        "{}",
+        stdout(&out)
+    );
+    let out = bt.run(&["exposures"], &no_keys);
+    assert!(
+        stderr(&out).contains("TempIDs are stored, not decrypted"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stdout(&out).lines().count(),
+        1,
+        "no venue-hour: {}",
+        stdout(&out)
+    );
 }
 
 /// Enabled: the contacts are the people whose presence overlapped the case's at the same

@@ -273,6 +273,27 @@ impl HoursWatch {
     }
 }
 
+/// Says on `notes` (stderr) when cases are registered but no key is configured: their
+/// venue-hours cannot be computed (`exposures`, `bluetrace cases list`).
+pub fn note_without_keys(
+    store: &SqliteStore,
+    config: &AuthorityConfig,
+    notes: &mut dyn Write,
+) -> Result<(), StoreError> {
+    if config.bluetrace.keys.is_empty() {
+        let cases = store.bluetrace_counts()?.cases;
+        if cases > 0 {
+            let _ = writeln!(
+                notes,
+                "note: {cases} BlueTrace cases registered, but bluetrace.key_files is empty in \
+                 {}: TempIDs are stored, not decrypted, and bt_cases stays 0",
+                config.file.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `bluetrace cases add`: registers (or changes) a case and recomputes the venue-hours.
 #[allow(clippy::too_many_arguments)] // one call site; a struct adds nothing
 pub fn cases_add(

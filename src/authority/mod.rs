@@ -123,6 +123,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CommandError> {
                 min_score: args.min_score,
             };
             let db = service::open_store(&database)?;
+            bluetrace::note_without_keys(&db, &config, &mut std::io::stderr())
+                .map_err(service::ServiceError::from)?;
             service::exposures(&db, &filter, &tz, args.format, out)?;
         }
         Command::Bluetrace(command) => bluetrace_command(command, out)?,
@@ -189,6 +191,8 @@ fn bluetrace_command(
         B::Cases(C::List { format, store }) => {
             let (config, database) = load(&store)?;
             let db = service::open_store(&database)?;
+            bluetrace::note_without_keys(&db, &config, &mut std::io::stderr())
+                .map_err(service::ServiceError::from)?;
             bluetrace::cases_list(&db, &config.authority.timezone, format, out)?;
         }
         B::Cases(C::Remove { uid, store }) => {
