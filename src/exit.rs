@@ -26,6 +26,8 @@ pub enum Exit {
     IoErr,
     /// 75 `EX_TEMPFAIL`: a temporary failure; trying again later may work.
     TempFail,
+    /// 77 `EX_NOPERM`: the command is not permitted (e.g. disabled by the configuration).
+    NoPerm,
     /// 78 `EX_CONFIG`: the configuration (or key material given as configuration) is invalid.
     Config,
 }
@@ -43,6 +45,7 @@ impl Exit {
             Exit::CantCreat => 73,
             Exit::IoErr => 74,
             Exit::TempFail => 75,
+            Exit::NoPerm => 77,
             Exit::Config => 78,
         }
     }
@@ -113,12 +116,13 @@ mod tests {
             Exit::CantCreat,
             Exit::IoErr,
             Exit::TempFail,
+            Exit::NoPerm,
             Exit::Config,
         ]
         .iter()
         .map(|e| e.code())
         .collect();
-        assert_eq!(codes, [0, 64, 65, 66, 69, 70, 73, 74, 75, 78]);
+        assert_eq!(codes, [0, 64, 65, 66, 69, 70, 73, 74, 75, 77, 78]);
     }
 
     /// A cause that repeats the end of the message so far is said once.

@@ -22,6 +22,8 @@
 //! - [`btsnoop`]: btsnoop capture files (`btmon -w`, Android HCI snoop log): reader, writer,
 //!   and the adverts a capture holds.
 //! - [`rpi_index`]: the hash index that joins derived RPIs against stored sightings.
+//! - [`presence`]: BlueTrace TempID sightings → presences per venue and UID → a case's
+//!   contacts and venue-hour counts (decryption, replay and organisation checks).
 //! - [`matching`]: exposure matching (diagnosis keys × venue sightings → GAEN v2 exposure
 //!   windows, risk scores, venue hours with co-presence counts).
 //! - [`export`]: diagnosis-key export files (`export.bin` + `export.sig` in a zip): read,
@@ -62,6 +64,7 @@ pub mod hci;
 pub mod matching;
 pub mod notify;
 pub mod output;
+pub mod presence;
 pub mod process;
 pub mod rpi_index;
 pub mod seal;

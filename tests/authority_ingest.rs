@@ -1,13 +1,15 @@
 //! The authority's ingest decision for each message, against a real SQLite store: good
-//! batches are stored once and receipted (again on a resend); forged, truncated, bit-flipped,
-//! wrong-version, unknown-gateway, revoked-gateway, future and expired batches are quarantined
-//! with their reason, and nothing already stored is lost.
+//! batches are stored once and receipted (again on a resend), with their BlueTrace TempID
+//! sightings stored encrypted as received; forged, truncated, bit-flipped, wrong-version,
+//! unknown-gateway, revoked-gateway, future and expired batches are quarantined with their
+//! reason, and nothing already stored is lost.
 
 use venuetrace::advert::{Advert, ServiceUuid};
 use venuetrace::aggregate::{Aggregator, AggregatorConfig};
 use venuetrace::authority::ingest::{IngestLimits, Outcome, process};
 use venuetrace::authority::store::{SightingSelection, SqliteStore};
 use venuetrace::batch::{Batch, BatchId, GatewayId};
+use venuetrace::bluetrace::{TempId, TempIdKey, TempIdRead, Uid};
 use venuetrace::crypto::Enin;
 use venuetrace::seal::{self, KeyPair};
 
@@ -263,4 +265,135 @@ fn hostile_messages_are_quarantined() {
         "the good batch is still there, and only it"
     );
     assert!(f.store.quarantined(1).expect("list")[0].sha256.len() == 64);
+}
+
+/// A sealed batch with BlueTrace TempID reads is stored in the same transaction as its RPI
+/// sightings: one TempID sighting per distinct TempID, with its organisation, its minutes and
+/// the gateway's enrolled calibration, the TempID bytes exactly as received (encrypted), and
+/// the batch's TempID counters. No UID appears anywhere in the database files; a resend
+/// stores nothing more.
+#[test]
+fn tempid_sightings_are_stored_encrypted() {
+    let mut f = fixture();
+    f.store.revoke_gateway("gw-a", NOW_MS).expect("revoke");
+    f.store
+        .add_gateway(
+            "gw-a",
+            "souk-1",
+            "market",
+            *f.gateway.public().as_bytes(),
+            None,
+            -4,
+            NOW_MS,
+        )
+        .expect("re-enroll with a calibration");
+    let key = TempIdKey::new(&[42; 32]);
+    let start = recent();
+    let uids = [Uid::from_bytes([0xA1; 21]), Uid::from_bytes([0xB2; 21])];
+    let tempids: Vec<TempId> = uids
+        .iter()
+        .enumerate()
+        .map(|(i, uid)| key.encrypt(uid, start as i32, start as i32 + 900, &[i as u8; 16]))
+        .collect();
+    let mut agg = Aggregator::new(AggregatorConfig::default());
+    let t0 = start as u64 * 1000;
+    let mut data = vec![9; 16];
+    data.extend([1, 2, 3, 4]);
+    agg.observe(&Advert {
+        time_ms: t0,
+        rssi: -60,
+        service_data: vec![(ServiceUuid::from_u16(0xFD6F), data)],
+        ..Advert::default()
+    });
+    for (at_s, tempid, rssi) in [(10, 0, -70), (130, 0, -64), (200, 1, -80)] {
+        agg.observe(&Advert {
+            time_ms: t0 + at_s * 1000,
+            rssi,
+            tempid_read: Some(TempIdRead {
+                tempid: tempids[tempid],
+                org: "MAR".into(),
+            }),
+            ..Advert::default()
+        });
+    }
+    let window = agg.close_early().expect("window");
+    let batch = Batch::from_window(GatewayId::new("gw-a").expect("id"), 1, "souk-1", 0, window);
+    assert_eq!(batch.tempids.len(), 2);
+    let sealed = seal::seal(&batch, &f.gateway, &f.authority.public()).expect("seal");
+    let limits = IngestLimits::default();
+    for _ in 0..2 {
+        assert!(matches!(
+            process(
+                &mut f.store,
+                &f.authority,
+                TOPIC,
+                &sealed.envelope,
+                NOW_MS,
+                &limits
+            ),
+            Ok(Outcome::Receipt { .. })
+        ));
+    }
+
+    let from = Enin((start / 600) as u32);
+    let mut stored = Vec::new();
+    let n = f
+        .store
+        .read_tempid_sightings(from, Enin(from.0 + 1), |row| {
+            stored.push((
+                row.tempid,
+                row.org.to_owned(),
+                row.rssi_calibration_db,
+                row.minutes()
+                    .map(|m| (m.minute, m.count, m.max))
+                    .collect::<Vec<_>>(),
+            ));
+        })
+        .expect("read");
+    assert_eq!(n, 2, "one row per TempID, the resend stored nothing");
+    let mut expected = vec![
+        (
+            Some(tempids[0]),
+            "MAR".to_owned(),
+            -4,
+            vec![(0, 1, -70), (2, 1, -64)],
+        ),
+        (Some(tempids[1]), "MAR".to_owned(), -4, vec![(3, 1, -80)]),
+    ];
+    expected.sort_by_key(|e| e.0);
+    stored.sort_by_key(|e| e.0);
+    assert_eq!(stored, expected);
+    assert_eq!(
+        f.store.bluetrace_counts().expect("counts").tempid_sightings,
+        2
+    );
+
+    let db = f._dir.path().join("authority.sqlite");
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let counters: (i64, i64, i64) = conn
+        .query_row(
+            "SELECT bluetrace_reads, bluetrace_reads_dropped, tempids FROM batch",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("batch row");
+    assert_eq!(counters, (3, 0, 2));
+    drop(conn);
+    // The database and its write-ahead log hold the TempIDs as received and no UID.
+    let mut bytes = Vec::new();
+    for file in ["authority.sqlite", "authority.sqlite-wal"] {
+        bytes.extend(std::fs::read(f._dir.path().join(file)).unwrap_or_default());
+    }
+    for uid in &uids {
+        assert!(
+            !bytes.windows(21).any(|w| w == uid.as_bytes()),
+            "a UID is stored"
+        );
+    }
+    for tempid in &tempids {
+        assert!(
+            bytes.windows(TempId::LEN).any(|w| w == tempid.as_bytes()),
+            "a TempID is not stored as received"
+        );
+    }
 }

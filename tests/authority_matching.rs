@@ -1,12 +1,18 @@
 //! The authority's matching driver over a real SQLite store: incremental runs (new keys, then
 //! new batches, revised keys), with or without the daemon's cache kept across runs, end with
-//! exactly the results of a full recompute.
+//! exactly the results of a full recompute; the daemon's BlueTrace venue-hours follow new
+//! batches that matter to a case.
 
 use venuetrace::advert::{Advert, DeviceAddress, ServiceUuid};
-use venuetrace::aggregate::{Aggregator, AggregatorConfig, Counters, MinuteRssi, Sighting};
+use venuetrace::aggregate::{
+    Aggregator, AggregatorConfig, Counters, MinuteRssi, Sighting, TempIdSighting,
+};
+use venuetrace::authority::bluetrace::HoursWatch;
+use venuetrace::authority::config::{self, BluetraceSettings};
 use venuetrace::authority::service::{MatchCache, match_store, match_store_cached};
-use venuetrace::authority::store::{ExposureFilter, SqliteStore, VenueHourView};
+use venuetrace::authority::store::{BluetraceCase, ExposureFilter, SqliteStore, VenueHourView};
 use venuetrace::batch::{Batch, BatchId, GatewayId};
+use venuetrace::bluetrace::{TempIdKey, Uid};
 use venuetrace::crypto::{Enin, Metadata, RollingPeriod, Tek};
 use venuetrace::export::{DiagnosisKey, ReportType};
 use venuetrace::matching::RiskConfig;
@@ -330,4 +336,150 @@ fn a_late_batch_can_move_the_next_days_windows() {
         [(midnight_s, 0, 5)],
         "the window from 23:55"
     );
+}
+
+/// Stores one batch of gateway `gw-m` for the window starting at `window` holding, for each
+/// `(uid, minutes)`, a TempID of that UID (valid all day) read in those minute offsets.
+fn store_tempids(
+    store: &mut SqliteStore,
+    key: &TempIdKey,
+    window: u32,
+    reads: &[(u8, std::ops::Range<u8>)],
+    sequence: u64,
+) {
+    let gateway = store.gateway("gw-m").expect("read").expect("enrolled");
+    let day_s = i64::from(DAY_ENIN) * 600;
+    let mut tempids: Vec<TempIdSighting> = reads
+        .iter()
+        .map(|(uid, minutes)| {
+            let minutes: Vec<MinuteRssi> = minutes
+                .clone()
+                .map(|minute| MinuteRssi {
+                    minute,
+                    count: 1,
+                    min: -70,
+                    mean: -70,
+                    max: -70,
+                })
+                .collect();
+            TempIdSighting {
+                tempid: key.encrypt(
+                    &Uid::from_bytes([*uid; 21]),
+                    day_s as i32,
+                    day_s as i32 + 86_400,
+                    &[*uid; 16],
+                ),
+                org: "MAR".into(),
+                first_minute: minutes[0].minute,
+                last_minute: minutes[minutes.len() - 1].minute,
+                reads: minutes.len() as u32,
+                minutes,
+            }
+        })
+        .collect();
+    tempids.sort_by_key(|t| t.tempid);
+    let batch = Batch {
+        id: BatchId {
+            gateway: GatewayId::new("gw-m").expect("id"),
+            sequence,
+        },
+        venue: "souk-1".into(),
+        window_start: Enin(window),
+        window_minutes: 10,
+        closed_early: false,
+        rssi_calibration_db: 0,
+        counters: Counters {
+            bluetrace_reads: tempids.iter().map(|t| u64::from(t.reads)).sum(),
+            ..Counters::default()
+        },
+        sightings: Vec::new(),
+        tempids,
+    };
+    store.store_batch(&batch, &gateway, 0).expect("store");
+}
+
+/// The daemon's BlueTrace step ([`HoursWatch`], called after each rematch): the first call
+/// computes the venue-hours of the cases registered; later ones recompute only when new
+/// batches hold TempID sightings within a case's span — a contact arriving late is counted, a
+/// batch far from any case changes nothing and costs no recompute.
+#[test]
+fn daemon_recomputes_bluetrace_hours_after_batches_that_matter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = SqliteStore::open(&dir.path().join("a.sqlite")).expect("store");
+    store
+        .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
+        .expect("enroll");
+    let key_file = dir.path().join("tempid.key");
+    {
+        use base64::Engine;
+        std::fs::write(
+            &key_file,
+            base64::engine::general_purpose::STANDARD.encode([3u8; 32]),
+        )
+        .expect("key file");
+    }
+    std::fs::write(
+        dir.path().join("authority.toml"),
+        "[bluetrace]\nkey_files = [\"tempid.key\"]\n",
+    )
+    .expect("config");
+    let settings: BluetraceSettings = config::load(&dir.path().join("authority.toml"), &[])
+        .expect("configuration")
+        .bluetrace;
+    let key = TempIdKey::new(&[3; 32]);
+    let day_s = i64::from(DAY_ENIN) * 600;
+    // 10:02-10:09: the case (uid 1), with uid 2 (widened by 2 minutes: from 10:00).
+    let ten = DAY_ENIN + 60;
+    store_tempids(&mut store, &key, ten, &[(1, 2..10), (2, 2..6)], 1);
+    store
+        .upsert_case(&BluetraceCase {
+            uid: Uid::from_bytes([1; 21]),
+            from_s: day_s,
+            to_s: day_s + 12 * 3600,
+            label: None,
+            added_ms: 0,
+        })
+        .expect("case");
+    let hours = |store: &SqliteStore| -> Vec<(i64, u32, u32)> {
+        store
+            .venue_hours(&ExposureFilter::default())
+            .expect("query")
+            .iter()
+            .map(|h| (h.hour_start_s, h.bt_cases, h.bt_contacts))
+            .collect()
+    };
+    let mut watch = HoursWatch::new();
+    let first = watch
+        .after_batches(&mut store, &settings)
+        .expect("recompute")
+        .expect("the first call computes");
+    assert_eq!(
+        (first.cases, first.venue_hours, first.outcomes.used),
+        (1, 1, 2)
+    );
+    assert_eq!(hours(&store), [(day_s + 36_000, 1, 1)]);
+    assert_eq!(
+        watch
+            .after_batches(&mut store, &settings)
+            .expect("nothing new"),
+        None
+    );
+
+    // A late batch of 10:10 with uid 3 (overlapping the case's margin): recomputed.
+    store_tempids(&mut store, &key, ten + 1, &[(3, 0..2)], 2);
+    assert!(
+        watch
+            .after_batches(&mut store, &settings)
+            .expect("recompute")
+            .is_some()
+    );
+    assert_eq!(hours(&store), [(day_s + 36_000, 1, 2)]);
+
+    // A batch of the next evening, far from the case's period: no recompute.
+    store_tempids(&mut store, &key, DAY_ENIN + 144 + 120, &[(4, 0..5)], 3);
+    assert_eq!(
+        watch.after_batches(&mut store, &settings).expect("checked"),
+        None
+    );
+    assert_eq!(hours(&store), [(day_s + 36_000, 1, 2)]);
 }

@@ -1,11 +1,19 @@
-//! `venuetrace-authority keys …` through the real binary: the output contracts operators and
-//! acceptance checks rely on (README.md), and the sysexits codes of each failure.
+//! `venuetrace-authority keys …` and `bluetrace …` through the real binary: the output
+//! contracts operators and acceptance checks rely on (README.md), the sysexits codes of each
+//! failure, the BlueTrace privacy rules (contacts identified only when enabled, each use
+//! audited first), retention, and the store's migration from schema version 1.
 
 mod common;
 
 use serde_json::Value;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
+use venuetrace::aggregate::{Counters, MinuteRssi, TempIdSighting};
+use venuetrace::authority::store::SqliteStore;
+use venuetrace::batch::{Batch, BatchId, GatewayId};
+use venuetrace::bluetrace::TempId;
 use venuetrace::crypto::{Enin, RollingPeriod, Tek};
 use venuetrace::export::{
     self, DiagnosisKey, ExportContents, ExportSigner, ReportType, SignatureInfo,
@@ -305,6 +313,9 @@ fn every_command_has_help() {
         &["keys", "--help"],
         &["keys", "inspect", "--help"],
         &["keys", "derive", "--help"],
+        &["bluetrace", "--help"],
+        &["bluetrace", "cases", "add", "--help"],
+        &["bluetrace", "contacts", "--help"],
         &["--version"],
     ] {
         let out = authority(args);
@@ -339,3 +350,851 @@ fn gateway_decode() {
     assert!(stderr(&out).contains("19 bytes, expected 20"));
     assert_eq!(gateway("xyz").status.code(), Some(64));
 }
+
+// ---------------------------------------------------------------------------------------------
+// BlueTrace.
+
+/// 2026-11-29T00:00Z.
+const DAY_S: i64 = 1_795_910_400;
+
+fn at(hour: i64, minute: i64) -> i64 {
+    DAY_S + hour * 3600 + minute * 60
+}
+
+/// The key TempIDs are issued with in these tests (base64 of 32 bytes).
+fn key_b64() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode([0x5Au8; 32])
+}
+
+/// Runs the independent reference implementation (`tests/common/tempid_ref.py`, OpenSSL
+/// through Python's `cryptography`).
+fn tempid_ref(args: &[&str]) -> String {
+    let out = Command::new("/usr/bin/python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/common/tempid_ref.py"
+        ))
+        .args(args)
+        .output()
+        .expect("/usr/bin/python3 runs (scripts/test installs python3-cryptography)");
+    assert!(
+        out.status.success(),
+        "tempid_ref.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned()
+}
+
+/// The people of the scenario: UIDs and TempIDs made by the reference implementation once per
+/// test process.
+struct People {
+    uid: BTreeMap<&'static str, String>,
+    tempid: BTreeMap<&'static str, TempId>,
+}
+
+fn people() -> &'static People {
+    static PEOPLE: OnceLock<People> = OnceLock::new();
+    PEOPLE.get_or_init(|| {
+        let other_key = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode([0x77u8; 32])
+        };
+        let key = key_b64();
+        let (valid_from, valid_to) = (at(9, 0) - 60, at(11, 0));
+        // name, key, validity
+        let specs: [(&str, &str, i64, i64); 8] = [
+            ("case", &key, valid_from, valid_to),
+            ("alice", &key, valid_from, valid_to),
+            ("bob", &key, at(8, 0), at(8, 15)), // expired when read: a replay
+            ("carol", &key, at(12, 0), at(12, 15)), // not valid yet when read: a replay
+            ("dave", &other_key, valid_from, valid_to), // another key
+            ("erin", &key, valid_from, valid_to), // read with organisation SG_MOH
+            ("frank", &key, valid_from, valid_to), // at the bus station
+            ("grace", &key, valid_from, valid_to), // at the souk before the case
+        ];
+        let mut people = People {
+            uid: BTreeMap::new(),
+            tempid: BTreeMap::new(),
+        };
+        for (name, key, from, to) in specs {
+            let uid = tempid_ref(&["uid", name]);
+            let text = tempid_ref(&["encrypt", key, &uid, &from.to_string(), &to.to_string()]);
+            people
+                .tempid
+                .insert(name, TempId::from_base64(&text).expect("a TempID"));
+            people.uid.insert(name, uid);
+        }
+        people
+    })
+}
+
+/// Who was read where: (person, gateway, organisation, first and last minute of the day, every
+/// `step` minutes, RSSI).
+type Reads = (
+    &'static str,
+    &'static str,
+    &'static str,
+    (i64, i64),
+    i64,
+    i8,
+);
+const READS: &[Reads] = &[
+    ("case", "gw-souk", "MAR", (604, 628), 2, -70),
+    ("alice", "gw-souk", "MAR", (620, 640), 2, -80),
+    ("bob", "gw-souk", "MAR", (620, 622), 2, -60),
+    ("carol", "gw-souk", "MAR", (624, 624), 2, -60),
+    ("dave", "gw-souk", "MAR", (620, 620), 2, -60),
+    ("erin", "gw-souk", "SG_MOH", (622, 622), 2, -60),
+    ("frank", "gw-bus", "MAR", (610, 620), 2, -60),
+    ("grace", "gw-souk", "MAR", (580, 590), 2, -60),
+];
+
+/// Stores the scenario's batches: one per gateway and 10-minute window, built directly (the
+/// ingest path is tests/authority_ingest.rs's). Alice is loudest at 10:30 (−61 dBm); the
+/// souk's gateway is enrolled with a +3 dB calibration.
+fn store_scenario(db: &Path) {
+    let p = people();
+    let mut store = SqliteStore::open(db).expect("store");
+    store
+        .add_gateway("gw-souk", "souk-1", "market", [1; 32], None, 3, 0)
+        .expect("enroll");
+    store
+        .add_gateway("gw-bus", "bus-1", "bus", [2; 32], None, 0, 0)
+        .expect("enroll");
+    type Window = BTreeMap<TempId, (&'static str, Vec<MinuteRssi>)>;
+    let mut batches: BTreeMap<(&str, u32), Window> = BTreeMap::new();
+    for &(name, gateway, org, (first, last), step, rssi) in READS {
+        for minute in (first..=last).step_by(step as usize) {
+            let unix_minute = DAY_S / 60 + minute;
+            let window = (unix_minute / 10) as u32;
+            let rssi = if name == "alice" && minute == 630 {
+                -61
+            } else {
+                rssi
+            };
+            batches
+                .entry((gateway, window))
+                .or_default()
+                .entry(p.tempid[name])
+                .or_insert((org, Vec::new()))
+                .1
+                .push(MinuteRssi {
+                    minute: (unix_minute % 10) as u8,
+                    count: 1,
+                    min: rssi,
+                    mean: rssi,
+                    max: rssi,
+                });
+        }
+    }
+    let mut sequence = BTreeMap::new();
+    for ((gateway, window), tempids) in batches {
+        let enrolled = store.gateway(gateway).expect("read").expect("enrolled");
+        let sequence = sequence.entry(gateway).or_insert(0u64);
+        *sequence += 1;
+        let tempids: Vec<TempIdSighting> = tempids
+            .into_iter()
+            .map(|(tempid, (org, minutes))| TempIdSighting {
+                tempid,
+                org: org.to_owned(),
+                first_minute: minutes[0].minute,
+                last_minute: minutes[minutes.len() - 1].minute,
+                reads: minutes.len() as u32,
+                minutes,
+            })
+            .collect();
+        let batch = Batch {
+            id: BatchId {
+                gateway: GatewayId::new(gateway).expect("id"),
+                sequence: *sequence,
+            },
+            venue: enrolled.venue.clone(),
+            window_start: Enin(window),
+            window_minutes: 10,
+            closed_early: false,
+            rssi_calibration_db: 0,
+            counters: Counters {
+                bluetrace_reads: tempids.iter().map(|t| u64::from(t.reads)).sum(),
+                ..Counters::default()
+            },
+            sightings: Vec::new(),
+            tempids,
+        };
+        store.store_batch(&batch, &enrolled, 0).expect("store");
+    }
+}
+
+/// An authority set up for BlueTrace in a temporary directory: key file, configuration (UTC,
+/// `identify_contacts` as given, the audit log where given) and the scenario's store.
+struct Bt {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Bt {
+    fn new(identify_contacts: bool, audit_log: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("tempid.key"), key_b64() + "\n").expect("key file");
+        let config = dir.path().join("authority.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[authority]\nstate_dir = \"{}\"\ndatabase = \"a.sqlite\"\ntimezone = \"UTC\"\n\
+                 [bluetrace]\nkey_files = [\"tempid.key\"]\nidentify_contacts = \
+                 {identify_contacts}\naudit_log = \"{audit_log}\"\n",
+                dir.path().display()
+            ),
+        )
+        .expect("configuration");
+        store_scenario(&dir.path().join("a.sqlite"));
+        Self { dir, config }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("a.sqlite")
+    }
+
+    /// Runs `venuetrace-authority ARGS -c CONFIG` with only `env` in the environment.
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_venuetrace-authority"))
+            .args(args)
+            .arg("-c")
+            .arg(&self.config)
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .expect("the venuetrace-authority binary runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args, &[]);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).expect("JSON")
+    }
+
+    fn contact_queries(&self) -> (i64, i64) {
+        let conn = rusqlite::Connection::open(self.db()).expect("open");
+        conn.query_row(
+            "SELECT (SELECT count(*) FROM contact_query), (SELECT count(*) FROM contact_result)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("counts")
+    }
+
+    fn add_case(&self) -> String {
+        self.ok(&[
+            "bluetrace",
+            "cases",
+            "add",
+            &people().uid["case"],
+            "--from",
+            "2026-11-29T09:00",
+            "--to",
+            "2026-11-29T12:00",
+            "--label",
+            "file 17",
+        ])
+    }
+}
+
+const CONTACTS_PERIOD: [&str; 4] = ["--from", "2026-11-29T09:00", "--to", "2026-11-29T12:00"];
+
+fn contacts_args<'a>(uid: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["bluetrace", "contacts", "--uid", uid];
+    args.extend(CONTACTS_PERIOD);
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Registering a case makes `exposures` show its venue-hour side by side with GAEN's columns
+/// (which keep their order; BlueTrace's come last, counts only, in table, JSON and CSV);
+/// `match` recomputes and says what it used; `cases list` shows it; removing it empties the
+/// venue-hours. Bad UIDs and periods are usage errors, an unknown case a data error.
+#[test]
+fn bluetrace_cases_and_exposures() {
+    let bt = Bt::new(false, "bluetrace-audit.jsonl");
+    let p = people();
+    let added = bt.add_case();
+    assert!(
+        added.starts_with(&format!(
+            "registered case {} from 2026-11-29T09:00+00:00 to 2026-11-29T12:00+00:00\n",
+            p.uid["case"]
+        )),
+        "{added}"
+    );
+    assert!(
+        added.contains(
+            "bluetrace: 1 cases present in 1 venue-hours (14 TempID sightings read: 10 used, 1 \
+             undecryptable, 1 of other organisations, 2 replays)"
+        ),
+        "{added}"
+    );
+
+    let rows = bt.json(&["exposures", "--format", "json"]);
+    assert_eq!(
+        rows,
+        serde_json::json!([{
+            "hour": "2026-11-29T10:00+00:00",
+            "hour_start_unix_s": at(10, 0),
+            "venue": "souk-1",
+            "kind": "market",
+            "exposure_events": 0,
+            "infectious_keys": 0,
+            "exposure_minutes": 0,
+            "max_score": 0.0,
+            "total_score": 0.0,
+            "co_present_visitors": 0,
+            "bt_cases": 1,
+            "bt_contacts": 1,
+        }]),
+        "the case and alice (grace left before, frank was elsewhere, the rest not used)"
+    );
+    let keys: Vec<&String> = rows[0].as_object().expect("object").keys().collect();
+    assert_eq!(keys.last().map(|k| k.as_str()), Some("bt_contacts"));
+    let csv = bt.ok(&["exposures", "--format", "csv"]);
+    assert_eq!(
+        csv,
+        "hour,venue,kind,events,infectious_keys,exposure_min,max_score,total_score,co_present,\
+         bt_cases,bt_contacts\r\n2026-11-29T10:00+00:00,souk-1,market,0,0,0,0,0,0,1,1\r\n"
+    );
+    let table = bt.ok(&["exposures", "--venue", "souk-1", "--min-score", "50"]);
+    assert!(
+        table
+            .lines()
+            .next()
+            .expect("header")
+            .ends_with("co_present  bt_cases  bt_contacts")
+    );
+    assert_eq!(
+        table.lines().count(),
+        2,
+        "BlueTrace hours whatever --min-score: {table}"
+    );
+    assert_eq!(bt.ok(&["exposures", "--venue", "bus-1"]).lines().count(), 1);
+    // Nothing anywhere names a phone.
+    for name in ["case", "alice"] {
+        assert!(!csv.contains(&p.uid[name]) && !table.contains(&p.uid[name]));
+    }
+
+    let matched = bt.ok(&["match"]);
+    let lines: Vec<&str> = matched.lines().collect();
+    assert!(lines[0].starts_with("matched "), "{matched}");
+    assert!(
+        lines[1].starts_with("bluetrace: 1 cases present in 1 venue-hours"),
+        "{matched}"
+    );
+
+    let cases = bt.json(&["bluetrace", "cases", "list", "--format", "json"]);
+    assert_eq!(cases.as_array().expect("array").len(), 1);
+    assert_eq!(cases[0]["uid"], p.uid["case"].as_str());
+    assert_eq!(cases[0]["from_unix_s"], at(9, 0));
+    assert_eq!(cases[0]["to"], "2026-11-29T12:00+00:00");
+    assert_eq!(cases[0]["label"], "file 17");
+    let again = bt.add_case();
+    assert!(again.starts_with("updated case"), "{again}");
+
+    let removed = bt.ok(&["bluetrace", "cases", "remove", &p.uid["case"]]);
+    assert!(removed.starts_with("removed case"), "{removed}");
+    assert_eq!(
+        bt.json(&["exposures", "--format", "json"]),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        bt.ok(&["bluetrace", "cases", "list", "--format", "csv"]),
+        "uid,from,to,label,added\r\n"
+    );
+
+    for (args, code, needle) in [
+        (
+            vec![
+                "bluetrace",
+                "cases",
+                "add",
+                "not-a-uid",
+                "--from",
+                "2026-11-29",
+                "--to",
+                "2026-11-30",
+            ],
+            64,
+            "28 characters of base64",
+        ),
+        (
+            vec![
+                "bluetrace",
+                "cases",
+                "add",
+                &p.uid["case"],
+                "--from",
+                "2026-11-30",
+                "--to",
+                "2026-11-29",
+            ],
+            64,
+            "--from must be before --to",
+        ),
+        (
+            vec![
+                "bluetrace",
+                "cases",
+                "add",
+                &p.uid["case"],
+                "--from",
+                "yesterday",
+                "--to",
+                "2026-11-29",
+            ],
+            64,
+            "--from \"yesterday\"",
+        ),
+        (
+            vec!["bluetrace", "cases", "remove", &p.uid["alice"]],
+            65,
+            "no registered case",
+        ),
+    ] {
+        let out = bt.run(&args, &[]);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+}
+
+/// With `bluetrace.identify_contacts` off (the default), `bluetrace contacts` is refused with
+/// exit 77 (EX_NOPERM), naming the setting and the configuration file; nothing is printed,
+/// audited or recorded.
+#[test]
+fn contacts_refused_when_disabled() {
+    let bt = Bt::new(false, "bluetrace-audit.jsonl");
+    let out = bt.run(
+        &contacts_args(&people().uid["case"], &[]),
+        &[("USER", "alice")],
+    );
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bluetrace.identify_contacts")
+            && err.contains(&bt.config.display().to_string()),
+        "{err}"
+    );
+    assert!(
+        !bt.dir.path().join("bluetrace-audit.jsonl").exists(),
+        "no audit line"
+    );
+    assert_eq!(bt.contact_queries(), (0, 0));
+
+    // Enabled but without a key: refused as a configuration problem (78), nothing audited;
+    // the other commands say why the counts stay 0.
+    let no_keys = [
+        ("VENUETRACE_AUTHORITY__BLUETRACE__IDENTIFY_CONTACTS", "true"),
+        ("VENUETRACE_AUTHORITY__BLUETRACE__KEY_FILES", ""),
+    ];
+    let out = bt.run(&contacts_args(&people().uid["case"], &[]), &no_keys);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(out.stdout.is_empty() && stderr(&out).contains("bluetrace.key_files is empty"));
+    assert!(
+        !bt.dir.path().join("bluetrace-audit.jsonl").exists(),
+        "no audit line"
+    );
+    let mut add = vec!["bluetrace", "cases", "add", &people().uid["case"]];
+    add.extend(CONTACTS_PERIOD);
+    let out = bt.run(&add, &no_keys);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("bluetrace.key_files is empty"),
+        "{}",
+        stdout(&out)
+    );
+    let out = bt.run(&["exposures"], &no_keys);
+    assert!(
+        stderr(&out).contains("TempIDs are stored, not decrypted"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stdout(&out).lines().count(),
+        1,
+        "no venue-hour: {}",
+        stdout(&out)
+    );
+}
+
+/// Enabled: the contacts are the people whose presence overlapped the case's at the same
+/// venue (alice: 13 minutes, loudest at −61 + 3 dB calibration), not those read elsewhere, or
+/// before, nor replayed TempIDs (expired or not yet valid), another key's or another
+/// organisation's — those are counted on stderr. Each use appends one JSON line to the audit
+/// log before printing (an earlier line stays intact; a new log is created 0600) and records
+/// the query and its results in the store.
+#[test]
+fn contacts_identified_and_audited() {
+    let bt = Bt::new(true, "audit/bt.jsonl");
+    let p = people();
+    let audit = bt.dir.path().join("audit/bt.jsonl");
+    std::fs::create_dir(bt.dir.path().join("audit")).expect("mkdir");
+
+    // First use: a new log, mode 0600, operator from $SUDO_USER.
+    let out = bt.run(
+        &contacts_args(&p.uid["case"], &["--format", "json"]),
+        &[("USER", "venuetrace-authority"), ("SUDO_USER", "nadia")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(
+        rows,
+        serde_json::json!([{
+            "venue": "souk-1",
+            "case_first_seen": "2026-11-29T10:04+00:00",
+            "case_first_seen_unix_s": at(10, 4),
+            "case_last_seen": "2026-11-29T10:28+00:00",
+            "case_last_seen_unix_s": at(10, 28),
+            "contact_uid": p.uid["alice"],
+            "contact_first_seen": "2026-11-29T10:20+00:00",
+            "contact_first_seen_unix_s": at(10, 20),
+            "contact_last_seen": "2026-11-29T10:40+00:00",
+            "contact_last_seen_unix_s": at(10, 40),
+            "overlap_minutes": 13,
+            "max_rssi_dbm": -58,
+        }])
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "1 contacts; 14 TempID sightings read, 10 used; not used: 1 undecryptable, 1 of \
+             other organisations, 2 replays"
+        ),
+        "{err}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&audit)
+        .expect("audit log")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let first = std::fs::read_to_string(&audit).expect("read");
+    assert_eq!(first.lines().count(), 1);
+
+    // Second use, table format, --operator: appended after the first line, which is intact.
+    let out = bt.run(
+        &contacts_args(&p.uid["case"], &["--operator", "team-3"]),
+        &[("USER", "venuetrace-authority")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(
+        table.starts_with("venue   case_first              case_last               contact_uid"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&p.uid["alice"]) && table.contains("  13  "),
+        "{table}"
+    );
+    // A case nobody met: zero results, still audited.
+    let out = bt.run(&contacts_args(&p.uid["frank"], &[]), &[("USER", "svc")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let log = std::fs::read_to_string(&audit).expect("read");
+    assert!(log.starts_with(&first), "earlier lines intact");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["operator"], "nadia");
+    assert_eq!(lines[1]["operator"], "team-3");
+    assert_eq!(lines[2]["operator"], "svc");
+    assert_eq!(lines[0]["case_uid"], p.uid["case"].as_str());
+    assert_eq!(lines[2]["case_uid"], p.uid["frank"].as_str());
+    assert_eq!(
+        (lines[0]["results"].clone(), lines[2]["results"].clone()),
+        (1.into(), 0.into())
+    );
+    assert_eq!(lines[0]["from_unix_s"], at(9, 0));
+    assert_eq!(lines[0]["to"], "2026-11-29T12:00+00:00");
+    assert_eq!(lines[0]["database"], bt.db().display().to_string());
+    assert!(lines[0]["time"].as_str().expect("time").ends_with('Z'));
+    assert_eq!(bt.contact_queries(), (3, 2));
+
+    // A log that exists already (made by the operator, e.g. with chattr +a) is appended to.
+    std::fs::write(&audit, "{\"earlier\":true}\n").expect("rewrite for the test");
+    let out = bt.run(&contacts_args(&p.uid["case"], &[]), &[("USER", "svc")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = std::fs::read_to_string(&audit).expect("read");
+    assert!(
+        log.starts_with("{\"earlier\":true}\n") && log.lines().count() == 2,
+        "{log}"
+    );
+}
+
+/// When the audit log cannot be written, `bluetrace contacts` is refused: a nonzero exit, the
+/// reason on stderr, nothing on stdout, nothing recorded.
+#[test]
+fn contacts_refused_when_audit_log_unwritable() {
+    let bt = Bt::new(true, "no-such-directory/audit.jsonl");
+    let out = bt.run(
+        &contacts_args(&people().uid["case"], &[]),
+        &[("USER", "svc")],
+    );
+    assert_eq!(out.status.code(), Some(73), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "printed: {}", stdout(&out));
+    assert!(
+        stderr(&out).contains("refused: cannot write the audit log"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains(&people().uid["alice"]));
+    assert_eq!(bt.contact_queries(), (0, 0));
+}
+
+/// Retention: a purge removes the TempID sightings of windows before the cutoff (with their
+/// batches) and the BlueTrace venue-hours before it, and the cases and contact queries (with
+/// their results) whose period ended by then; what is younger stays.
+#[test]
+fn retention_purge_removes_bluetrace_data() {
+    let bt = Bt::new(true, "bluetrace-audit.jsonl");
+    bt.add_case();
+    bt.ok(&contacts_args(&people().uid["case"], &[]));
+    let mut store = SqliteStore::open(&bt.db()).expect("store");
+    let before = store.bluetrace_counts().expect("counts");
+    assert_eq!(
+        (
+            before.tempid_sightings,
+            before.cases,
+            before.hours,
+            before.contact_queries,
+            before.contact_results
+        ),
+        (14, 1, 1, 1, 1)
+    );
+
+    // 10:15: the 09:40, 09:50 and 10:00 windows and the 10:00 hour go; the case and the query
+    // (until 12:00) stay.
+    let purged = store.purge(at(10, 15), at(10, 15)).expect("purge");
+    assert_eq!(
+        (
+            purged.tempid_sightings,
+            purged.bluetrace_cases,
+            purged.contact_queries
+        ),
+        (3, 0, 0)
+    );
+    let mid = store.bluetrace_counts().expect("counts");
+    assert_eq!(
+        (
+            mid.tempid_sightings,
+            mid.cases,
+            mid.hours,
+            mid.contact_queries
+        ),
+        (11, 1, 0, 1)
+    );
+
+    // 13:00: everything.
+    let purged = store.purge(at(13, 0), at(13, 0)).expect("purge");
+    assert_eq!(
+        (
+            purged.tempid_sightings,
+            purged.bluetrace_cases,
+            purged.contact_queries
+        ),
+        (11, 1, 1)
+    );
+    assert_eq!(
+        store.bluetrace_counts().expect("counts"),
+        Default::default()
+    );
+    drop(store);
+    assert_eq!(
+        bt.json(&["exposures", "--format", "json"]),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        bt.json(&["bluetrace", "cases", "list", "--format", "json"]),
+        serde_json::json!([])
+    );
+}
+
+/// A store of schema version 1 (as deployed before BlueTrace) is migrated when a command
+/// opens it: its venues, gateways, batches, sightings and venue-hours are kept, the BlueTrace
+/// tables and batch columns exist, and it then takes batches with TempIDs.
+#[test]
+fn migration_from_version_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("old.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&db).expect("create");
+        conn.execute_batch(&format!(
+            "{SCHEMA_V1} PRAGMA application_id = 1448362325; PRAGMA user_version = 1;
+             INSERT INTO venue(id, name, kind) VALUES (1, 'souk-1', 'market');
+             INSERT INTO gateway(id, venue_id, public_key, calibration_db, enrolled_ms)
+               VALUES ('gw-old', 1, zeroblob(32), 0, 0);
+             INSERT INTO batch(id, batch_id, gateway_id, sequence, venue_id, window_start_enin,
+               window_minutes, closed_early, calibration_db, adverts, gaen, malformed, dropped, late,
+               bluetrace_adverts, bluetrace_devices, unrelated, sightings, received_ms)
+               VALUES (1, 'gw-old:1', 'gw-old', 1, 1, 2993244, 10, 0, 0, 5, 5, 0, 0, 0, 0, 0, 0, 1, 0);
+             INSERT INTO sighting(batch, venue_id, window_start_enin, rpi, aem, minutes)
+               VALUES (1, 1, 2993244, zeroblob(16), zeroblob(4), zeroblob(8));
+             INSERT INTO venue_hour VALUES (1, {hour}, 2, 1, 12, 300.0, 450.0, 7);"
+            ,
+            hour = at(10, 0)
+        ))
+        .expect("a version 1 store");
+    }
+    let out = authority(&[
+        "exposures",
+        "--format",
+        "json",
+        "--database",
+        db.to_str().expect("UTF-8"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(rows.as_array().expect("array").len(), 1);
+    assert_eq!(rows[0]["exposure_events"], 2);
+    assert_eq!(rows[0]["co_present_visitors"], 7);
+    assert_eq!(rows[0]["bt_cases"], 0);
+
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 2);
+    for table in [
+        "tempid_sighting",
+        "bluetrace_case",
+        "bluetrace_hour",
+        "contact_query",
+        "contact_result",
+    ] {
+        let n: i64 = conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{table}: {e}"));
+        assert_eq!(n, 0, "{table}");
+    }
+    let kept: (i64, i64, i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM sighting), (SELECT count(*) FROM gateway),
+               (SELECT bluetrace_reads + bluetrace_reads_dropped + tempids FROM batch), (SELECT adverts FROM batch)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .expect("kept");
+    assert_eq!(kept, (1, 1, 0, 5));
+    drop(conn);
+
+    // Opening again changes nothing; the store takes BlueTrace data.
+    let store = SqliteStore::open(&db).expect("reopen");
+    assert_eq!(store.migrated_from(), None);
+    drop(store);
+    store_scenario(&db);
+    let store = SqliteStore::open(&db).expect("reopen");
+    assert_eq!(
+        store.bluetrace_counts().expect("counts").tempid_sightings,
+        14
+    );
+}
+
+/// The store schema of version 1, as `src/authority/store.rs` created it until BlueTrace
+/// support (commit 198dab4): deployed stores have it. Kept here, frozen, to build one.
+const SCHEMA_V1: &str = "
+CREATE TABLE venue (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  kind TEXT NOT NULL,
+  location TEXT
+) STRICT;
+CREATE TABLE gateway (
+  id TEXT PRIMARY KEY,
+  venue_id INTEGER NOT NULL REFERENCES venue(id),
+  public_key BLOB NOT NULL CHECK (length(public_key) = 32),
+  label TEXT,
+  calibration_db INTEGER NOT NULL DEFAULT 0,
+  enrolled_ms INTEGER NOT NULL,
+  revoked_ms INTEGER
+) STRICT;
+CREATE TABLE batch (
+  id INTEGER PRIMARY KEY,
+  batch_id TEXT NOT NULL UNIQUE,
+  gateway_id TEXT NOT NULL REFERENCES gateway(id),
+  sequence INTEGER NOT NULL,
+  venue_id INTEGER NOT NULL REFERENCES venue(id),
+  window_start_enin INTEGER NOT NULL,
+  window_minutes INTEGER NOT NULL,
+  closed_early INTEGER NOT NULL,
+  calibration_db INTEGER NOT NULL,
+  adverts INTEGER NOT NULL, gaen INTEGER NOT NULL, malformed INTEGER NOT NULL,
+  dropped INTEGER NOT NULL, late INTEGER NOT NULL, bluetrace_adverts INTEGER NOT NULL,
+  bluetrace_devices INTEGER NOT NULL, unrelated INTEGER NOT NULL,
+  sightings INTEGER NOT NULL,
+  received_ms INTEGER NOT NULL
+) STRICT;
+CREATE INDEX batch_window ON batch(window_start_enin);
+CREATE TABLE sighting (
+  batch INTEGER NOT NULL REFERENCES batch(id) ON DELETE CASCADE,
+  venue_id INTEGER NOT NULL,
+  window_start_enin INTEGER NOT NULL,
+  rpi BLOB NOT NULL,
+  aem BLOB NOT NULL,
+  minutes BLOB NOT NULL
+) STRICT;
+CREATE INDEX sighting_window ON sighting(window_start_enin);
+CREATE TABLE quarantine (
+  id INTEGER PRIMARY KEY,
+  received_ms INTEGER NOT NULL,
+  topic TEXT NOT NULL,
+  batch_id TEXT,
+  reason TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  sha256 TEXT NOT NULL
+) STRICT;
+CREATE TABLE diagnosis_key (
+  id INTEGER PRIMARY KEY,
+  key_data BLOB NOT NULL UNIQUE CHECK (length(key_data) = 16),
+  rolling_start INTEGER NOT NULL,
+  rolling_period INTEGER NOT NULL,
+  transmission_risk_level INTEGER,
+  report_type INTEGER,
+  days_since_onset INTEGER,
+  source TEXT NOT NULL,
+  imported_ms INTEGER NOT NULL,
+  revised_ms INTEGER
+) STRICT;
+CREATE TABLE exposure_event (
+  key_id INTEGER NOT NULL REFERENCES diagnosis_key(id) ON DELETE CASCADE,
+  venue_id INTEGER NOT NULL REFERENCES venue(id),
+  start_s INTEGER NOT NULL,
+  end_s INTEGER NOT NULL,
+  score REAL NOT NULL,
+  min_attenuation_db INTEGER NOT NULL,
+  typical_attenuation_db INTEGER NOT NULL,
+  minutes_immediate INTEGER NOT NULL, minutes_near INTEGER NOT NULL,
+  minutes_medium INTEGER NOT NULL, minutes_other INTEGER NOT NULL,
+  report_type INTEGER NOT NULL
+) STRICT;
+CREATE TABLE venue_hour (
+  venue_id INTEGER NOT NULL REFERENCES venue(id),
+  hour_start_s INTEGER NOT NULL,
+  exposure_events INTEGER NOT NULL,
+  infectious_keys INTEGER NOT NULL,
+  exposure_minutes INTEGER NOT NULL,
+  max_score REAL NOT NULL,
+  total_score REAL NOT NULL,
+  co_present INTEGER NOT NULL,
+  PRIMARY KEY (venue_id, hour_start_s)
+) STRICT;
+CREATE INDEX exposure_event_start ON exposure_event(start_s);
+CREATE TABLE match_state (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  key_id INTEGER NOT NULL,
+  batch_id INTEGER NOT NULL,
+  revised_ms INTEGER NOT NULL
+) STRICT;
+";

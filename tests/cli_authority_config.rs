@@ -214,3 +214,75 @@ fn missing_file_is_named() {
         );
     }
 }
+
+/// `[bluetrace]`: a missing key file, one that is not base64, one of the wrong length, a bad
+/// organisation code and an out-of-range tolerance are all reported in one run (exit 78), each
+/// naming the configuration file, the key (the list entry by its index) and the key file, never
+/// a key's contents; good key files (relative to the configuration's directory) are summarised.
+#[test]
+fn bluetrace_key_files_and_orgs() {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("tempid.key"), b64(&[7; 32]) + "\n").expect("writes");
+    std::fs::write(dir.path().join("old.key"), b64(&[8; 32])).expect("writes");
+    std::fs::write(dir.path().join("garbage.key"), "%%% not base64 %%%\n").expect("writes");
+    std::fs::write(dir.path().join("aes128.key"), b64(&[9; 16])).expect("writes");
+
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "{GOOD}\n[bluetrace]\nkey_files = [\"tempid.key\", \"old.key\"]\n\
+             identify_contacts = true\n"
+        ),
+    );
+    let output = check_config(Some(&path), &[]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        stdout.contains(
+            "bluetrace: 2 TempID keys; organisations MAR; validity ±60 s; presences merge reads \
+             up to 15 min apart, widened by 2 min; contacts may be identified, each use logged \
+             to /srv/venuetrace/bluetrace-audit.jsonl"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&b64(&[7; 32])), "{stdout}");
+
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "{GOOD}\n[bluetrace]\nkey_files = [\"tempid.key\", \"absent.key\", \"garbage.key\", \
+             \"aes128.key\"]\norgs = [\"MAR\", \"MA R\"]\nvalidity_tolerance_s = -1\n"
+        ),
+    );
+    let output = check_config(Some(&path), &[]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "stderr: {stderr}");
+    assert!(output.stdout.is_empty(), "{}", text(&output.stdout));
+    let (file, d) = (path.display(), dir.path().display());
+    for expected in [
+        format!("{file}: bluetrace.key_files[1]: {d}/absent.key: cannot read the TempID key file"),
+        format!("{file}: bluetrace.key_files[2]: {d}/garbage.key: not base64 of an AES-256 key"),
+        format!(
+            "{file}: bluetrace.key_files[3]: {d}/aes128.key: holds 16 bytes, expected the 32 \
+             bytes of an AES-256 key"
+        ),
+        format!("{file}: bluetrace.orgs[1]: invalid value \"MA R\": expected an organisation code"),
+        format!(
+            "{file}: bluetrace.validity_tolerance_s: invalid value -1: expected an integer \
+             0..=3600"
+        ),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    let problems = stderr
+        .lines()
+        .filter(|l| l.starts_with(&file.to_string()))
+        .count();
+    assert_eq!(problems, 5, "{stderr}");
+    assert!(!stderr.contains(&b64(&[9; 16])), "{stderr}");
+}

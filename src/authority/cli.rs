@@ -2,6 +2,7 @@
 //! command line lives here: parsing of values that need domain types is done by value parsers
 //! so that a bad value is a usage error (exit 64) naming the option.
 
+use crate::bluetrace::Uid;
 use crate::crypto::Tek;
 use crate::output::{Format, ListFormat};
 use clap::{Args, Parser, Subcommand};
@@ -64,9 +65,14 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Venue-hours where an infectious person was present: exposure events, minutes, scores
-    /// and how many other visitors shared that time. Never anything that identifies a phone.
+    /// Venue-hours where an infectious person was present: GAEN exposure events, minutes,
+    /// scores and how many other visitors shared that time, and BlueTrace cases and contacts
+    /// present, side by side. Counts only: never anything that identifies a phone.
     Exposures(ExposuresArgs),
+    /// BlueTrace (Wiqaytna) cases, and the contacts of a case (only where the configuration
+    /// allows identifying them).
+    #[command(subcommand)]
+    Bluetrace(BluetraceCommand),
     /// Enrolled gateways.
     #[command(subcommand)]
     Gateways(GatewaysCommand),
@@ -100,9 +106,90 @@ pub struct ExposuresArgs {
     /// Up to this time (exclusive).
     #[arg(long)]
     pub to: Option<String>,
-    /// Only venue-hours whose highest window score is at least this (weighted seconds).
+    /// Only GAEN venue-hours whose highest window score is at least this (weighted seconds);
+    /// venue-hours with BlueTrace cases are listed whatever their score.
     #[arg(long, default_value_t = 0.0)]
     pub min_score: f64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    /// Store and configuration.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `bluetrace` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BluetraceCommand {
+    /// Registered cases: whose TempID presences count as infectious, and when. `exposures`
+    /// counts them per venue-hour (bt_cases, bt_contacts).
+    #[command(subcommand)]
+    Cases(CasesCommand),
+    /// The people present with a case at a venue (their UIDs, for the health team's SMS
+    /// service), with when, for how long and how near the gateway. Refused (exit 77) unless
+    /// bluetrace.identify_contacts = true; every use is first appended to
+    /// bluetrace.audit_log, and refused when that cannot be written.
+    Contacts(ContactsArgs),
+}
+
+/// `bluetrace cases` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CasesCommand {
+    /// Register a case (or change its period and label), then recompute the venue-hours.
+    Add {
+        /// The case's UID: the 28-character base64 form the BlueTrace backend keeps.
+        #[arg(value_parser = parse_uid)]
+        uid: Uid,
+        /// Infectious from (date or date-time, in the configured time zone unless an offset is
+        /// given).
+        #[arg(long)]
+        from: String,
+        /// Infectious until (exclusive).
+        #[arg(long)]
+        to: String,
+        /// A label for people (e.g. the health team's file number).
+        #[arg(long)]
+        label: Option<String>,
+        /// Store and configuration.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List registered cases.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        /// Store and configuration.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a case, then recompute the venue-hours.
+    Remove {
+        /// The case's UID (28 characters of base64).
+        #[arg(value_parser = parse_uid)]
+        uid: Uid,
+        /// Store and configuration.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Arguments of `bluetrace contacts`.
+#[derive(Debug, Args)]
+pub struct ContactsArgs {
+    /// The case's UID (28 characters of base64).
+    #[arg(long, value_parser = parse_uid)]
+    pub uid: Uid,
+    /// From this time (date or date-time, in the configured time zone unless an offset is
+    /// given).
+    #[arg(long)]
+    pub from: String,
+    /// Up to this time (exclusive).
+    #[arg(long)]
+    pub to: String,
+    /// Who asks, for the audit log (default: $SUDO_USER, else $USER, else the user id).
+    #[arg(long)]
+    pub operator: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = ListFormat::Table)]
     pub format: ListFormat,
@@ -303,6 +390,13 @@ pub struct DeriveArgs {
     /// given, each line also carries the AEM.
     #[arg(long, value_parser = parse_metadata)]
     pub metadata: Option<[u8; 4]>,
+}
+
+fn parse_uid(text: &str) -> Result<Uid, String> {
+    match Uid::from_base64(text) {
+        Some(uid) if text.trim().len() == 28 => Ok(uid),
+        _ => Err("expected a BlueTrace UID: 28 characters of base64 (21 bytes)".into()),
+    }
 }
 
 fn parse_tek(text: &str) -> Result<Tek, String> {

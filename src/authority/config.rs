@@ -23,6 +23,7 @@
 //! read them. What the `[matching]` values mean is the matching core's: they are handed over
 //! as plain values ([`MatchingSettings`]).
 
+use crate::bluetrace::{TempIdKey, valid_org};
 use crate::config_schema::{
     self, KeySpec, Kind, LOG_FORMATS, LOG_LEVELS, Loader, Preset, Schema, float, int, spec,
 };
@@ -67,6 +68,8 @@ pub struct AuthorityConfig {
     pub keys: KeysSettings,
     /// `[matching]`: the exposure risk model.
     pub matching: MatchingSettings,
+    /// `[bluetrace]`: BlueTrace (Wiqaytna) TempIDs: keys, presence and contacts.
+    pub bluetrace: BluetraceSettings,
     /// `[http]`: the query API and page.
     pub http: HttpSettings,
     /// `[log]`: logging.
@@ -223,6 +226,57 @@ impl Infectiousness {
     }
 }
 
+/// `[bluetrace]`: how TempID sightings are decrypted and turned into presences and contacts
+/// (the values are [`crate::presence`]'s), and whether contacts may be identified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BluetraceSettings {
+    /// The keys TempIDs may be encrypted with (several during a key rotation), each tried in
+    /// turn; empty: TempIDs are stored but not decrypted.
+    pub keys: Vec<TempIdKeyFile>,
+    /// Organisation codes whose TempIDs are used; empty: any.
+    pub orgs: Vec<String>,
+    /// Clock skew allowed around a TempID's validity window, seconds.
+    pub validity_tolerance_s: u32,
+    /// Reads of one UID at one venue at most this far apart form one presence, minutes.
+    pub presence_gap_minutes: u32,
+    /// Each presence is widened by this on both sides before overlaps are computed, minutes.
+    pub presence_margin_minutes: u32,
+    /// Whether `bluetrace contacts` may name contacts' UIDs.
+    pub identify_contacts: bool,
+    /// The append-only log of every `bluetrace contacts` use (resolved against
+    /// `authority.state_dir`).
+    pub audit_log: PathBuf,
+}
+
+impl BluetraceSettings {
+    /// The keys, ready to decrypt with.
+    pub fn tempid_keys(&self) -> Vec<TempIdKey> {
+        self.keys.iter().map(TempIdKeyFile::key).collect()
+    }
+}
+
+/// One `bluetrace.key_files` entry, read and checked: the file and the 32-byte AES-256-GCM key
+/// it holds (base64, as the OpenTrace backend keeps it). `Debug` shows the file, never the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TempIdKeyFile {
+    /// The file it was read from.
+    pub path: PathBuf,
+    key: [u8; 32],
+}
+
+impl TempIdKeyFile {
+    /// The key.
+    pub fn key(&self) -> TempIdKey {
+        TempIdKey::new(&self.key)
+    }
+}
+
+impl std::fmt::Debug for TempIdKeyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TempIdKeyFile({}, <redacted>)", self.path.display())
+    }
+}
+
 /// `[http]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpSettings {
@@ -337,6 +391,32 @@ impl AuthorityConfig {
             x.minimum_window_score,
             x.index_cache_mib
         ));
+        let b = &self.bluetrace;
+        lines.push(format!(
+            "bluetrace: {}; organisations {}; validity ±{} s; presences merge reads up to {} min \
+             apart, widened by {} min; {}",
+            match b.keys.len() {
+                0 => "no TempID keys (TempIDs are stored, not decrypted)".to_owned(),
+                1 => "1 TempID key".to_owned(),
+                n => format!("{n} TempID keys"),
+            },
+            if b.orgs.is_empty() {
+                "any".to_owned()
+            } else {
+                b.orgs.join(", ")
+            },
+            b.validity_tolerance_s,
+            b.presence_gap_minutes,
+            b.presence_margin_minutes,
+            if b.identify_contacts {
+                format!(
+                    "contacts may be identified, each use logged to {}",
+                    b.audit_log.display()
+                )
+            } else {
+                "contacts are never identified (counts only)".to_owned()
+            }
+        ));
         lines.push(match (&self.http.listen, &self.http.token_file) {
             (None, _) => "http: off".to_owned(),
             (Some(addr), None) => format!("http: {addr} without authentication (loopback only)"),
@@ -377,6 +457,7 @@ const SECTIONS: &[&str] = &[
     "retention",
     "keys",
     "matching",
+    "bluetrace",
     "http",
     "log",
 ];
@@ -552,6 +633,48 @@ const SCHEMA: &[KeySpec] = &[
         int(64, 1 << 20),
         Preset::Int(DEFAULT_INDEX_CACHE_MIB as i64),
     ),
+    spec(
+        "bluetrace",
+        "key_files",
+        Kind::StrList,
+        Preset::StrList(&[]),
+    ),
+    spec(
+        "bluetrace",
+        "orgs",
+        Kind::StrList,
+        Preset::StrList(&["MAR"]),
+    ),
+    spec(
+        "bluetrace",
+        "validity_tolerance_s",
+        int(0, 3600),
+        Preset::Int(60),
+    ),
+    spec(
+        "bluetrace",
+        "presence_gap_minutes",
+        int(1, 120),
+        Preset::Int(15),
+    ),
+    spec(
+        "bluetrace",
+        "presence_margin_minutes",
+        int(0, 30),
+        Preset::Int(2),
+    ),
+    spec(
+        "bluetrace",
+        "identify_contacts",
+        Kind::Bool,
+        Preset::Bool(false),
+    ),
+    spec(
+        "bluetrace",
+        "audit_log",
+        Kind::Str,
+        Preset::Str("bluetrace-audit.jsonl"),
+    ),
     spec("http", "listen", Kind::Str, Preset::Str("127.0.0.1:8080")),
     spec("http", "token_file", Kind::Str, Preset::Str("")),
     spec("log", "level", Kind::OneOf(LOG_LEVELS), Preset::Str("info")),
@@ -576,6 +699,11 @@ fn build(l: &mut Loader, path: &Path, env: &[(String, String)]) -> Option<Author
     let retention = retention(l);
     let keys = keys(l, config_dir);
     let matching = matching(l);
+    let bluetrace = bluetrace(
+        l,
+        config_dir,
+        authority.as_ref().map(|a| a.state_dir.as_path()),
+    );
     let http = http(l, config_dir);
     let log = l.log();
     Some(AuthorityConfig {
@@ -587,6 +715,7 @@ fn build(l: &mut Loader, path: &Path, env: &[(String, String)]) -> Option<Author
         retention: retention?,
         keys: keys?,
         matching: matching?,
+        bluetrace: bluetrace?,
         http: http?,
         log: log?,
     })
@@ -893,6 +1022,93 @@ fn matching(l: &mut Loader) -> Option<MatchingSettings> {
     })
 }
 
+/// `[bluetrace]`: key files (relative to `config_dir`) read and checked now, each problem
+/// naming its entry; organisation codes checked; the audit log resolved against `state_dir`.
+fn bluetrace(
+    l: &mut Loader,
+    config_dir: &Path,
+    state_dir: Option<&Path>,
+) -> Option<BluetraceSettings> {
+    let files = l.list("bluetrace", "key_files");
+    let mut keys = Some(Vec::new());
+    for (index, entry) in files.iter().flatten().enumerate() {
+        match read_tempid_key(&config_dir.join(entry.trim())) {
+            Ok(key) => {
+                if let Some(keys) = &mut keys {
+                    keys.push(key);
+                }
+            }
+            Err(message) => {
+                l.problem_at_item("bluetrace", "key_files", index, message);
+                keys = None;
+            }
+        }
+    }
+    let listed = l.list("bluetrace", "orgs");
+    let mut orgs = Some(Vec::new());
+    for (index, org) in listed.iter().flatten().enumerate() {
+        if valid_org(org) {
+            if let Some(orgs) = &mut orgs {
+                orgs.push(org.clone());
+            }
+        } else {
+            l.problem_at_item(
+                "bluetrace",
+                "orgs",
+                index,
+                format!(
+                    "invalid value {org:?}: expected an organisation code, 1-16 characters of \
+                     A-Z a-z 0-9 _ (Wiqaytna's is \"MAR\")"
+                ),
+            );
+            orgs = None;
+        }
+    }
+    let small = |l: &Loader, key| l.int("bluetrace", key).and_then(|v| u32::try_from(v).ok());
+    let validity_tolerance_s = small(l, "validity_tolerance_s");
+    let presence_gap_minutes = small(l, "presence_gap_minutes");
+    let presence_margin_minutes = small(l, "presence_margin_minutes");
+    let identify_contacts = l.boolean("bluetrace", "identify_contacts");
+    let audit_log = l.non_empty("bluetrace", "audit_log");
+    Some(BluetraceSettings {
+        keys: files.and(keys)?,
+        orgs: listed.and(orgs)?,
+        validity_tolerance_s: validity_tolerance_s?,
+        presence_gap_minutes: presence_gap_minutes?,
+        presence_margin_minutes: presence_margin_minutes?,
+        identify_contacts: identify_contacts?,
+        // `join` keeps an absolute path as it is.
+        audit_log: state_dir?.join(audit_log?),
+    })
+}
+
+/// Reads one TempID key file: base64 (standard alphabet, surrounding white space ignored) of
+/// 32 bytes. The message names the file and never shows its contents.
+fn read_tempid_key(path: &Path) -> Result<TempIdKeyFile, String> {
+    use base64::Engine;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read the TempID key file: {e}", path.display()))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| {
+            format!(
+                "{}: not base64 of an AES-256 key (the OpenTrace backend's ENCRYPTION_KEY)",
+                path.display()
+            )
+        })?;
+    let key = <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        format!(
+            "{}: holds {} bytes, expected the 32 bytes of an AES-256 key",
+            path.display(),
+            bytes.len()
+        )
+    })?;
+    Ok(TempIdKeyFile {
+        path: path.to_owned(),
+        key,
+    })
+}
+
 fn http(l: &mut Loader, config_dir: &Path) -> Option<HttpSettings> {
     let listen = match l.optional("http", "listen") {
         Some(Some(text)) => match text.trim().parse::<SocketAddr>() {
@@ -1111,6 +1327,18 @@ mod tests {
                 default_infectiousness: Infectiousness::Standard,
                 minimum_window_score: 0.0,
                 index_cache_mib: DEFAULT_INDEX_CACHE_MIB,
+            }
+        );
+        assert_eq!(
+            config.bluetrace,
+            BluetraceSettings {
+                keys: Vec::new(),
+                orgs: vec!["MAR".to_owned()],
+                validity_tolerance_s: 60,
+                presence_gap_minutes: 15,
+                presence_margin_minutes: 2,
+                identify_contacts: false,
+                audit_log: "/var/lib/venuetrace-authority/bluetrace-audit.jsonl".into(),
             }
         );
         assert_eq!(
@@ -1525,6 +1753,99 @@ sightings_days = 7
             }
         );
         assert_eq!(matching.default_infectiousness, Infectiousness::High);
+    }
+
+    /// TempID key files are read relative to the configuration file (base64 of 32 bytes,
+    /// white space around it ignored), several allowed; the audit log is relative to the state
+    /// directory; each bad key file and organisation code is its own problem, naming the entry
+    /// and the file, and no message shows a key.
+    #[test]
+    fn bluetrace_keys_orgs_and_audit_log() {
+        use base64::Engine;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("keys")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("keys/a.key"),
+            format!("{}\n", b64(&[1; 32])),
+        )
+        .expect("writes");
+        std::fs::write(dir.path().join("keys/b.key"), b64(&[2; 32])).expect("writes");
+        std::fs::write(dir.path().join("short.key"), b64(&[3; 16])).expect("writes");
+        std::fs::write(dir.path().join("text.key"), "not base64!").expect("writes");
+        let path = dir.path().join("authority.toml");
+        let text = "[authority]\nstate_dir = \"/srv/a\"\n[bluetrace]\n\
+                    key_files = [\"keys/a.key\", \"keys/b.key\"]\norgs = [\"MAR\", \"SG_MOH\"]\n\
+                    identify_contacts = true\naudit_log = \"audit/bt.jsonl\"\n";
+        std::fs::write(&path, text).expect("writes");
+        let config = expect_config(load(&path, &[]));
+        let b = &config.bluetrace;
+        assert_eq!(b.keys.len(), 2);
+        assert_eq!(b.keys[0].path, dir.path().join("keys/a.key"));
+        assert_eq!(b.keys[0], b.keys[0].clone());
+        assert_ne!(b.keys[0], b.keys[1]);
+        assert_eq!(b.tempid_keys().len(), 2);
+        assert!(!format!("{b:?}").contains(&b64(&[1; 32])), "{b:?}");
+        assert_eq!(b.orgs, ["MAR", "SG_MOH"]);
+        assert!(b.identify_contacts);
+        assert_eq!(b.audit_log, Path::new("/srv/a/audit/bt.jsonl"));
+        assert!(
+            config.summary().contains("2 TempID keys"),
+            "{}",
+            config.summary()
+        );
+
+        std::fs::write(
+            &path,
+            "[bluetrace]\nkey_files = [\"keys/a.key\", \"absent.key\", \"text.key\", \
+             \"short.key\"]\norgs = [\"MAR\", \"M A R\", \"\"]\nvalidity_tolerance_s = 3601\n\
+             presence_gap_minutes = 0\npresence_margin_minutes = 31\naudit_log = \"\"\n",
+        )
+        .expect("writes");
+        let errors = expect_errors(load(&path, &[]));
+        let found = problems(&errors);
+        let dir_text = dir.path().display().to_string();
+        assert_eq!(found.len(), 9, "{errors}");
+        assert!(
+            found[0].starts_with("bluetrace.presence_gap_minutes: invalid value 0"),
+            "{errors}"
+        );
+        assert!(
+            found.iter().any(|p| p.starts_with(&format!(
+                "bluetrace.key_files[1]: {dir_text}/absent.key: cannot read the TempID key file"
+            ))),
+            "{errors}"
+        );
+        assert!(
+            found.contains(&format!(
+                "bluetrace.key_files[2]: {dir_text}/text.key: not base64 of an AES-256 key (the \
+             OpenTrace backend's ENCRYPTION_KEY)"
+            )),
+            "{errors}"
+        );
+        assert!(
+            found.contains(&format!(
+                "bluetrace.key_files[3]: {dir_text}/short.key: holds 16 bytes, expected the 32 \
+             bytes of an AES-256 key"
+            )),
+            "{errors}"
+        );
+        for item in [
+            "orgs[1]: invalid value \"M A R\"",
+            "orgs[2]: invalid value \"\"",
+        ] {
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.starts_with(&format!("bluetrace.{item}"))),
+                "{item}: {errors}"
+            );
+        }
+        assert!(
+            found.contains(&"bluetrace.audit_log: must not be empty".to_owned()),
+            "{errors}"
+        );
+        assert!(!errors.to_string().contains(&b64(&[3; 16])), "{errors}");
     }
 
     /// The MQTT password is never echoed in a message, nor in `Debug` output or the summary;

@@ -1,8 +1,9 @@
 //! The `venuetrace-authority` commands: argument definitions ([`cli`]) and what each command
-//! does ([`keys`]; `check-config` with [`config`]). The binary parses arguments, calls [`run`]
+//! does ([`keys`], [`registry`], [`service`], [`bluetrace`]; `check-config` with [`config`]). The binary parses arguments, calls [`run`]
 //! and maps the error to an exit code; everything else is here, so tests and man-page
 //! generation see the same definitions.
 
+pub mod bluetrace;
 pub mod cli;
 pub mod config;
 pub mod ingest;
@@ -32,6 +33,9 @@ pub enum CommandError {
     /// A store-backed command failed.
     #[error(transparent)]
     Service(#[from] service::ServiceError),
+    /// A `bluetrace` command failed.
+    #[error(transparent)]
+    Bluetrace(#[from] bluetrace::BluetraceError),
 }
 
 impl CommandError {
@@ -42,6 +46,7 @@ impl CommandError {
             CommandError::Config(_) => Exit::Config,
             CommandError::Output(_) => Exit::IoErr,
             CommandError::Service(e) => e.exit(),
+            CommandError::Bluetrace(e) => e.exit(),
         }
     }
 }
@@ -92,6 +97,12 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CommandError> {
                 summary.days, summary.sightings, summary.events, summary.venue_hours
             )
             .map_err(CommandError::Output)?;
+            // BlueTrace venue-hours are recomputed whole (see `bluetrace::recompute_hours`).
+            let bt = bluetrace::recompute_hours(&mut db, &config.bluetrace)
+                .map_err(service::ServiceError::from)?;
+            if bt.cases > 0 {
+                writeln!(out, "{}", bt.line(&config.file)).map_err(CommandError::Output)?;
+            }
         }
         Command::Exposures(args) => {
             let (config, database) =
@@ -112,8 +123,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CommandError> {
                 min_score: args.min_score,
             };
             let db = service::open_store(&database)?;
+            bluetrace::note_without_keys(&db, &config, &mut std::io::stderr())
+                .map_err(service::ServiceError::from)?;
             service::exposures(&db, &filter, &tz, args.format, out)?;
         }
+        Command::Bluetrace(command) => bluetrace_command(command, out)?,
         Command::Gateways(command) => gateways(command, out)?,
         Command::Venues(command) => venues(command, out)?,
         Command::Batches(cli::BatchesCommand::Quarantine(cli::QuarantineCommand::List {
@@ -130,6 +144,92 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CommandError> {
                 config::load(&file, &config::process_env()).map_err(CommandError::Config)?;
             writeln!(out, "{}: ok\n{}", file.display(), loaded.summary())
                 .map_err(CommandError::Output)?;
+        }
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn bluetrace_command(
+    command: cli::BluetraceCommand,
+    out: &mut dyn Write,
+) -> Result<(), CommandError> {
+    use cli::{BluetraceCommand as B, CasesCommand as C};
+    let load =
+        |store: &cli::StoreArgs| service::load_config(&store.config, store.database.as_deref());
+    match command {
+        B::Cases(C::Add {
+            uid,
+            from,
+            to,
+            label,
+            store,
+        }) => {
+            let (config, database) = load(&store)?;
+            let tz = &config.authority.timezone;
+            let (from_s, to_s) = (
+                service::parse_time("--from", &from, tz)?,
+                service::parse_time("--to", &to, tz)?,
+            );
+            let mut db = service::open_store(&database)?;
+            bluetrace::cases_add(
+                &mut db,
+                &config,
+                uid,
+                from_s,
+                to_s,
+                label.as_deref(),
+                now_ms(),
+                out,
+            )?;
+        }
+        B::Cases(C::List { format, store }) => {
+            let (config, database) = load(&store)?;
+            let db = service::open_store(&database)?;
+            bluetrace::note_without_keys(&db, &config, &mut std::io::stderr())
+                .map_err(service::ServiceError::from)?;
+            bluetrace::cases_list(&db, &config.authority.timezone, format, out)?;
+        }
+        B::Cases(C::Remove { uid, store }) => {
+            let (config, database) = load(&store)?;
+            let mut db = service::open_store(&database)?;
+            bluetrace::cases_remove(&mut db, &config, uid, out)?;
+        }
+        B::Contacts(args) => {
+            let (config, database) = load(&args.store)?;
+            let tz = &config.authority.timezone;
+            let request = bluetrace::ContactsRequest {
+                uid: args.uid,
+                from_s: service::parse_time("--from", &args.from, tz)?,
+                to_s: service::parse_time("--to", &args.to, tz)?,
+                operator: args
+                    .operator
+                    .filter(|o| !o.trim().is_empty())
+                    .unwrap_or_else(|| bluetrace::default_operator(&config::process_env())),
+                format: args.format,
+            };
+            // Checked before the store is opened: a refused use touches nothing.
+            if !config.bluetrace.identify_contacts {
+                return Err(bluetrace::BluetraceError::Disabled {
+                    config: config.file.clone(),
+                }
+                .into());
+            }
+            let mut db = service::open_store(&database)?;
+            bluetrace::contacts(
+                &mut db,
+                &config,
+                &database,
+                &request,
+                now_ms(),
+                out,
+                &mut std::io::stderr(),
+            )?;
         }
     }
     Ok(())

@@ -6,6 +6,7 @@
 //! Decisions live in [`ingest`](super::ingest), [`crate::matching`] and
 //! [`store`](super::store); this file resolves settings and connects them.
 
+use super::bluetrace::HoursWatch;
 use super::config::{self, AuthorityConfig, Database, MatchingSettings};
 use super::ingest::{self, IngestLimits, IngestReport};
 use super::registry::RegistryError;
@@ -122,9 +123,19 @@ pub fn load_config(
     Ok((config, db))
 }
 
-/// Opens the store, creating its directory's file if needed.
+/// Opens the store, creating its directory's file if needed (and migrating an older schema:
+/// logged).
 pub fn open_store(path: &Path) -> Result<SqliteStore, ServiceError> {
-    Ok(SqliteStore::open(path)?)
+    let store = SqliteStore::open(path)?;
+    if let Some(version) = store.migrated_from() {
+        info!(
+            database = %path.display(),
+            from = version,
+            to = super::store::SCHEMA_VERSION,
+            "store schema migrated"
+        );
+    }
+    Ok(store)
 }
 
 /// The risk model of the `[matching]` settings.
@@ -687,7 +698,8 @@ pub fn parse_time(
     Ok(tz.to_timestamp(datetime).map_err(|_| bad())?.as_second())
 }
 
-fn local(unix_s: i64, tz: &jiff::tz::TimeZone) -> String {
+/// `unix_s` in the operator's time zone, to the minute (`2026-11-29T14:00+01:00`).
+pub(crate) fn local(unix_s: i64, tz: &jiff::tz::TimeZone) -> String {
     jiff::Timestamp::from_second(unix_s)
         .map(|ts| {
             ts.to_zoned_datetime(tz.clone())
@@ -697,7 +709,8 @@ fn local(unix_s: i64, tz: &jiff::tz::TimeZone) -> String {
         .unwrap_or_else(|_| unix_s.to_string())
 }
 
-/// `exposures`: venue-hours where an infectious key was present.
+/// `exposures`: venue-hours where an infectious key or a BlueTrace case was present. The
+/// BlueTrace columns come last, so the GAEN columns keep their places.
 pub fn exposures(
     store: &SqliteStore,
     filter: &ExposureFilter,
@@ -716,6 +729,8 @@ pub fn exposures(
         "max_score",
         "total_score",
         "co_present",
+        "bt_cases",
+        "bt_contacts",
     ]);
     let mut json = Vec::new();
     for r in &rows {
@@ -730,6 +745,8 @@ pub fn exposures(
             format!("{:.0}", r.max_score),
             format!("{:.0}", r.total_score),
             r.co_present.to_string(),
+            r.bt_cases.to_string(),
+            r.bt_contacts.to_string(),
         ]);
         json.push(serde_json::json!({
             "hour": hour,
@@ -742,6 +759,8 @@ pub fn exposures(
             "max_score": r.max_score,
             "total_score": r.total_score,
             "co_present_visitors": r.co_present,
+            "bt_cases": r.bt_cases,
+            "bt_contacts": r.bt_contacts,
         }));
     }
     crate::output::write_list(&table, &serde_json::Value::from(json), format, out)
@@ -787,6 +806,7 @@ pub fn run(config: &AuthorityConfig, database: &Path) -> Result<IngestReport, Se
     let risk = risk_config(&config.matching);
     let cache = MatchCache::from_settings(&config.matching);
     let retention = config.retention;
+    let bluetrace = config.bluetrace.clone();
     let share_group = config.mqtt.share_group.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -800,6 +820,7 @@ pub fn run(config: &AuthorityConfig, database: &Path) -> Result<IngestReport, Se
             Arc::clone(&store),
             risk,
             retention,
+            bluetrace,
             cache,
             shutdown.clone(),
         ));
@@ -823,16 +844,20 @@ pub fn run(config: &AuthorityConfig, database: &Path) -> Result<IngestReport, Se
     })
 }
 
-/// Purges by retention hourly and re-matches after new batches, at most once a minute. The
-/// match cache lives here, between runs: each run only reads the sightings stored since the
-/// last one (and days evicted or purged since).
+/// Purges by retention hourly and re-matches after new batches, at most once a minute (GAEN,
+/// then the BlueTrace venue-hours when new TempID sightings fall in a case's span:
+/// [`HoursWatch`]). The match cache lives here, between runs: each run only reads the
+/// sightings stored since the last one (and days evicted or purged since).
 async fn housekeeping(
     store: Arc<Mutex<SqliteStore>>,
     risk: RiskConfig,
     retention: config::RetentionSettings,
+    bluetrace: config::BluetraceSettings,
     cache: MatchCache,
     shutdown: CancellationToken,
 ) {
+    // Moved into each blocking run and back, like the cache.
+    let mut watch = Some(HoursWatch::new());
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     let mut matched_batches = None;
     let mut minutes = 0u64;
@@ -849,6 +874,8 @@ async fn housekeeping(
         minutes += 1;
         let last = matched_batches;
         let mut owned = cache.take().unwrap_or_else(|| MatchCache::new(budget));
+        let mut owned_watch = watch.take().unwrap_or_default();
+        let bluetrace = bluetrace.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut run = || -> Result<Option<u64>, ServiceError> {
                 let mut store = store
@@ -865,7 +892,10 @@ async fn housekeeping(
                     info!(
                         batches = purged.batches,
                         sightings = purged.sightings,
+                        tempid_sightings = purged.tempid_sightings,
                         keys = purged.keys,
+                        bluetrace_cases = purged.bluetrace_cases,
+                        contact_queries = purged.contact_queries,
                         "retention purge"
                     );
                 }
@@ -889,20 +919,35 @@ async fn housekeeping(
                             "matched new batches and keys"
                         );
                     }
+                    if let Some(bt) = owned_watch.after_batches(&mut store, &bluetrace)? {
+                        info!(
+                            cases = bt.cases,
+                            venue_hours = bt.venue_hours,
+                            tempid_sightings = bt.sightings,
+                            used = bt.outcomes.used,
+                            undecryptable = bt.outcomes.undecryptable,
+                            wrong_org = bt.outcomes.wrong_org,
+                            replays = bt.outcomes.replays,
+                            decrypted = bt.decrypted,
+                            "BlueTrace venue-hours recomputed"
+                        );
+                    }
                 }
                 Ok(Some(batches))
             };
             let result = run();
-            (owned, result)
+            (owned, owned_watch, result)
         })
         .await;
         match result {
-            Ok((owned, Ok(batches))) => {
+            Ok((owned, owned_watch, Ok(batches))) => {
                 cache = Some(owned);
+                watch = Some(owned_watch);
                 matched_batches = batches;
             }
-            Ok((owned, Err(e))) => {
+            Ok((owned, owned_watch, Err(e))) => {
                 cache = Some(owned);
+                watch = Some(owned_watch);
                 tracing::warn!(error = %crate::exit::describe(&e), "housekeeping failed; retrying next minute")
             }
             Err(e) => tracing::warn!(error = %e, "housekeeping task failed"),

@@ -5,25 +5,34 @@
 //! Blocking (rusqlite): async callers run it on blocking threads. Every write that must be
 //! atomic is one transaction: a batch and all its sightings, an import file's keys, a match
 //! run's results. Batches are keyed by their id (`GATEWAY:SEQUENCE`), so storing one twice is
-//! a no-op that says so. The schema is versioned with `PRAGMA user_version`.
+//! a no-op that says so. The schema is versioned with `PRAGMA user_version` and migrated on
+//! open, in one transaction (version 1 → 2: BlueTrace).
 //!
 //! What is stored is what matching needs and nothing that identifies a phone beyond the RPIs
 //! themselves (which rotate every 10 minutes and are purged after the retention period).
+//! BlueTrace TempIDs are stored encrypted, as received; the UIDs inside them are never stored,
+//! except those of registered cases and of contacts someone identified (`bluetrace contacts`,
+//! with its audit log), both purged with the sightings.
 
 use crate::aggregate::{Counters, MinuteRssi};
 use crate::batch::Batch;
+use crate::bluetrace::{TempId, Uid};
 use crate::crypto::{Aem, Enin, Rpi};
 use crate::export::{DiagnosisKey, ReportType};
 use crate::matching::SightingHeader;
+use crate::presence::{Contact, VenueHour};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 
 /// Schema version written by this code.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// Marks the file as a venuetrace authority store (`PRAGMA application_id`, "VTAU").
 pub const APPLICATION_ID: i64 = 0x5654_4155;
 
-const SCHEMA: &str = "
+/// Version 1 of the schema, as deployed stores were created with it. Never edit it: a change
+/// is a new entry of [`MIGRATIONS`]. A new store is made by running it and every migration, so
+/// new and migrated stores cannot differ.
+const SCHEMA_V1: &str = "
 CREATE TABLE venue (
   id INTEGER PRIMARY KEY,
   name TEXT NOT NULL UNIQUE,
@@ -117,6 +126,64 @@ CREATE TABLE match_state (
   revised_ms INTEGER NOT NULL
 ) STRICT;
 ";
+
+/// Version 2: BlueTrace. The batch's TempID counters; TempID sightings, encrypted as received,
+/// minutes packed as in `sighting` (indexed by window for matching, by batch for deletes);
+/// registered cases; venue-hour counts; identified-contact queries and their results.
+const MIGRATION_2: &str = "
+ALTER TABLE batch ADD COLUMN bluetrace_reads INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE batch ADD COLUMN bluetrace_reads_dropped INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE batch ADD COLUMN tempids INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE tempid_sighting (
+  batch INTEGER NOT NULL REFERENCES batch(id) ON DELETE CASCADE,
+  venue_id INTEGER NOT NULL,
+  window_start_enin INTEGER NOT NULL,
+  tempid BLOB NOT NULL CHECK (length(tempid) = 61),
+  org TEXT NOT NULL,
+  minutes BLOB NOT NULL
+) STRICT;
+CREATE INDEX tempid_sighting_window ON tempid_sighting(window_start_enin);
+CREATE INDEX tempid_sighting_batch ON tempid_sighting(batch);
+CREATE TABLE bluetrace_case (
+  uid BLOB PRIMARY KEY CHECK (length(uid) = 21),
+  from_s INTEGER NOT NULL,
+  to_s INTEGER NOT NULL CHECK (to_s > from_s),
+  label TEXT,
+  added_ms INTEGER NOT NULL
+) STRICT;
+CREATE TABLE bluetrace_hour (
+  venue_id INTEGER NOT NULL REFERENCES venue(id),
+  hour_start_s INTEGER NOT NULL,
+  cases INTEGER NOT NULL,
+  contacts INTEGER NOT NULL,
+  PRIMARY KEY (venue_id, hour_start_s)
+) STRICT;
+CREATE TABLE contact_query (
+  id INTEGER PRIMARY KEY,
+  run_ms INTEGER NOT NULL,
+  operator TEXT NOT NULL,
+  case_uid BLOB NOT NULL CHECK (length(case_uid) = 21),
+  from_s INTEGER NOT NULL,
+  to_s INTEGER NOT NULL,
+  results INTEGER NOT NULL
+) STRICT;
+CREATE INDEX contact_query_to ON contact_query(to_s);
+CREATE TABLE contact_result (
+  query INTEGER NOT NULL REFERENCES contact_query(id) ON DELETE CASCADE,
+  venue_id INTEGER NOT NULL REFERENCES venue(id),
+  contact_uid BLOB NOT NULL CHECK (length(contact_uid) = 21),
+  case_first_s INTEGER NOT NULL,
+  case_last_s INTEGER NOT NULL,
+  contact_first_s INTEGER NOT NULL,
+  contact_last_s INTEGER NOT NULL,
+  overlap_minutes INTEGER NOT NULL,
+  max_rssi_dbm INTEGER NOT NULL
+) STRICT;
+CREATE INDEX contact_result_query ON contact_result(query);
+";
+
+/// `MIGRATIONS[i]` takes a store from version `i + 1` to `i + 2`.
+const MIGRATIONS: &[&str] = &[MIGRATION_2];
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -315,8 +382,14 @@ pub struct Purged {
     pub batches: u64,
     /// Sightings deleted with them.
     pub sightings: u64,
+    /// BlueTrace TempID sightings deleted with them.
+    pub tempid_sightings: u64,
     /// Keys deleted.
     pub keys: u64,
+    /// BlueTrace cases whose period ended before the cutoff.
+    pub bluetrace_cases: u64,
+    /// Identified-contact queries (with their results) whose period ended before the cutoff.
+    pub contact_queries: u64,
 }
 
 /// The SQLite store.
@@ -324,6 +397,62 @@ pub struct Purged {
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    migrated_from: Option<i64>,
+}
+
+/// One stored TempID sighting as [`SqliteStore::read_tempid_sightings`] passes it: borrowed
+/// from the row being read.
+#[derive(Debug, Clone, Copy)]
+pub struct TempIdRow<'a> {
+    /// Venue number.
+    pub venue: u32,
+    /// Start of the batch's window.
+    pub window_start: Enin,
+    /// The enrolled calibration of the gateway, dB.
+    pub rssi_calibration_db: i32,
+    /// The TempID, encrypted as received (`None` if the stored bytes are not one: never, as
+    /// the column is checked).
+    pub tempid: Option<TempId>,
+    /// Organisation code.
+    pub org: &'a str,
+    packed_minutes: &'a [u8],
+}
+
+impl TempIdRow<'_> {
+    /// Per-minute RSSI, decoded as it is iterated.
+    pub fn minutes(&self) -> impl ExactSizeIterator<Item = MinuteRssi> + '_ {
+        self.packed_minutes.chunks_exact(8).map(unpack_minute)
+    }
+}
+
+/// A registered BlueTrace case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BluetraceCase {
+    /// The case's UID.
+    pub uid: Uid,
+    /// Infectious from, Unix s.
+    pub from_s: i64,
+    /// Infectious until (exclusive), Unix s.
+    pub to_s: i64,
+    /// A label for people (e.g. the health team's file number).
+    pub label: Option<String>,
+    /// When it was registered (or last changed), Unix ms.
+    pub added_ms: i64,
+}
+
+/// One identified-contact query, as recorded with its results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactQuery {
+    /// When it ran, Unix ms.
+    pub run_ms: i64,
+    /// Who ran it.
+    pub operator: String,
+    /// The case's UID.
+    pub case_uid: Uid,
+    /// Period from, Unix s.
+    pub from_s: i64,
+    /// Period to (exclusive), Unix s.
+    pub to_s: i64,
 }
 
 /// Maps a SQLite error of `operation` on the store at `path`.
@@ -409,26 +538,60 @@ impl SqliteStore {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         )
         .map_err(err("configure"))?;
-        if version == 0 {
-            let tables: i64 = conn
-                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-                .map_err(err("inspect"))?;
-            if tables > 0 {
+        let mut migrated_from = None;
+        if version < SCHEMA_VERSION {
+            // IMMEDIATE: one process creates or migrates; another waiting on the lock then
+            // finds the work done (the version is read again inside the transaction).
+            let tx = rusqlite::Transaction::new_unchecked(
+                &conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )
+            .map_err(err("begin schema update"))?;
+            let version: i64 = tx
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(err("read schema version"))?;
+            if version > SCHEMA_VERSION {
                 return Err(StoreError::Incompatible {
                     path: display,
-                    problem: "not a venuetrace authority store (it already has other tables)"
-                        .into(),
+                    problem: format!(
+                        "schema version {version} is newer than this program's ({SCHEMA_VERSION}); upgrade venuetrace"
+                    ),
                 });
             }
-            conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            if version == 0 {
+                let tables: i64 = tx
+                    .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                    .map_err(err("inspect"))?;
+                if tables > 0 {
+                    return Err(StoreError::Incompatible {
+                        path: display,
+                        problem: "not a venuetrace authority store (it already has other tables)"
+                            .into(),
+                    });
+                }
+                tx.execute_batch(SCHEMA_V1).map_err(err("create schema"))?;
+            } else if version < SCHEMA_VERSION {
+                migrated_from = Some(version);
+            }
+            for migration in &MIGRATIONS[(version.max(1) - 1) as usize..] {
+                tx.execute_batch(migration).map_err(err("migrate schema"))?;
+            }
+            tx.execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
             ))
-            .map_err(err("create schema"))?;
+            .map_err(err("set schema version"))?;
+            tx.commit().map_err(err("commit schema update"))?;
         }
         Ok(Self {
             conn,
             path: path.to_owned(),
+            migrated_from,
         })
+    }
+
+    /// The schema version the store had when this open migrated it, if it did.
+    pub fn migrated_from(&self) -> Option<i64> {
+        self.migrated_from
     }
 
     fn err(&self, operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + use<> {
@@ -584,8 +747,9 @@ impl SqliteStore {
             .map_err(self.err("look up batch"))
     }
 
-    /// Stores an opened, validated batch and its sightings in one transaction, under the
-    /// enrolled gateway's venue and calibration; a batch id already stored is a no-op.
+    /// Stores an opened, validated batch, its sightings and its TempID sightings (encrypted, as
+    /// received) in one transaction, under the enrolled gateway's venue and calibration; a
+    /// batch id already stored is a no-op.
     pub fn store_batch(
         &mut self,
         batch: &Batch,
@@ -607,8 +771,10 @@ impl SqliteStore {
             .execute(
                 "INSERT INTO batch(batch_id, gateway_id, sequence, venue_id, window_start_enin, window_minutes,
                    closed_early, calibration_db, adverts, gaen, malformed, dropped, late, bluetrace_adverts,
-                   bluetrace_devices, unrelated, sightings, received_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+                   bluetrace_devices, unrelated, sightings, received_ms, bluetrace_reads,
+                   bluetrace_reads_dropped, tempids)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                   ?19, ?20, ?21)
                  ON CONFLICT(batch_id) DO NOTHING",
                 params![
                     batch.id.to_string(),
@@ -630,7 +796,10 @@ impl SqliteStore {
                     c.bluetrace_devices as i64,
                     c.unrelated as i64,
                     batch.sightings.len() as i64,
-                    now_ms
+                    now_ms,
+                    c.bluetrace_reads as i64,
+                    c.bluetrace_reads_dropped as i64,
+                    batch.tempids.len() as i64
                 ],
             )
             .map_err(err("insert batch"))?;
@@ -655,6 +824,23 @@ impl SqliteStore {
                     pack_minutes(&s.minutes)
                 ])
                 .map_err(err("insert sighting"))?;
+            }
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO tempid_sighting(batch, venue_id, window_start_enin, tempid, org, minutes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(err("prepare TempID sightings"))?;
+            for t in &batch.tempids {
+                stmt.execute(params![
+                    row,
+                    venue_id,
+                    batch.window_start.0,
+                    &t.tempid.as_bytes()[..],
+                    t.org,
+                    pack_minutes(&t.minutes)
+                ])
+                .map_err(err("insert TempID sighting"))?;
             }
         }
         tx.commit().map_err(err("commit batch"))?;
@@ -908,8 +1094,11 @@ impl SqliteStore {
         .map_err(self.err("read keys"))
     }
 
-    /// Deletes sightings of windows that started before `sightings_before_s` and keys whose
-    /// validity ended before `keys_before_s` (with their exposure results).
+    /// Deletes sightings and TempID sightings (with their batches) of windows that started
+    /// before `sightings_before_s`, and the results about them: exposure events and venue-hours
+    /// starting before it, BlueTrace venue-hours, cases and identified-contact queries (with
+    /// their results) whose period ended by then; and keys whose validity ended before
+    /// `keys_before_s` (with their exposure results).
     pub fn purge(
         &mut self,
         sightings_before_s: i64,
@@ -925,6 +1114,12 @@ impl SqliteStore {
                 [before],
             )
             .map_err(err("purge sightings"))? as u64;
+        let tempid_sightings = tx
+            .execute(
+                "DELETE FROM tempid_sighting WHERE window_start_enin < ?1",
+                [before],
+            )
+            .map_err(err("purge TempID sightings"))? as u64;
         let batches = tx
             .execute("DELETE FROM batch WHERE window_start_enin < ?1", [before])
             .map_err(err("purge batches"))? as u64;
@@ -945,11 +1140,31 @@ impl SqliteStore {
             [sightings_before_s],
         )
         .map_err(err("purge venue hours"))?;
+        tx.execute(
+            "DELETE FROM bluetrace_hour WHERE hour_start_s < ?1",
+            [sightings_before_s],
+        )
+        .map_err(err("purge BlueTrace venue hours"))?;
+        let contact_queries = tx
+            .execute(
+                "DELETE FROM contact_query WHERE to_s <= ?1",
+                [sightings_before_s],
+            )
+            .map_err(err("purge contact queries"))? as u64;
+        let bluetrace_cases = tx
+            .execute(
+                "DELETE FROM bluetrace_case WHERE to_s <= ?1",
+                [sightings_before_s],
+            )
+            .map_err(err("purge BlueTrace cases"))? as u64;
         tx.commit().map_err(err("commit purge"))?;
         Ok(Purged {
             batches,
             sightings,
+            tempid_sightings,
             keys,
+            bluetrace_cases,
+            contact_queries,
         })
     }
 
@@ -1042,17 +1257,24 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Venue-hours with exposure, filtered, by hour then venue name.
+    /// Venue-hours with GAEN exposure (at least `min_score`) or BlueTrace cases, filtered, by
+    /// hour then venue name; a venue-hour with only one of them has zeros for the other.
     pub fn venue_hours(&self, filter: &ExposureFilter) -> Result<Vec<VenueHourView>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT v.name, v.kind, h.hour_start_s, h.exposure_events, h.infectious_keys, h.exposure_minutes,
-                   h.max_score, h.total_score, h.co_present
-                 FROM venue_hour h JOIN venue v ON v.id = h.venue_id
-                 WHERE (?1 IS NULL OR v.name = ?1) AND (?2 IS NULL OR h.hour_start_s >= ?2)
-                   AND (?3 IS NULL OR h.hour_start_s < ?3) AND h.max_score >= ?4
-                 ORDER BY h.hour_start_s, v.name",
+                "SELECT v.name, v.kind, k.hour_start_s, coalesce(h.exposure_events, 0),
+                   coalesce(h.infectious_keys, 0), coalesce(h.exposure_minutes, 0),
+                   coalesce(h.max_score, 0.0), coalesce(h.total_score, 0.0), coalesce(h.co_present, 0),
+                   coalesce(b.cases, 0), coalesce(b.contacts, 0)
+                 FROM (SELECT venue_id, hour_start_s FROM venue_hour WHERE max_score >= ?4
+                       UNION SELECT venue_id, hour_start_s FROM bluetrace_hour WHERE cases > 0) k
+                 JOIN venue v ON v.id = k.venue_id
+                 LEFT JOIN venue_hour h ON h.venue_id = k.venue_id AND h.hour_start_s = k.hour_start_s
+                 LEFT JOIN bluetrace_hour b ON b.venue_id = k.venue_id AND b.hour_start_s = k.hour_start_s
+                 WHERE (?1 IS NULL OR v.name = ?1) AND (?2 IS NULL OR k.hour_start_s >= ?2)
+                   AND (?3 IS NULL OR k.hour_start_s < ?3)
+                 ORDER BY k.hour_start_s, v.name",
             )
             .map_err(self.err("query exposures"))?;
         stmt.query_map(
@@ -1068,11 +1290,243 @@ impl SqliteStore {
                     max_score: r.get(6)?,
                     total_score: r.get(7)?,
                     co_present: r.get(8)?,
+                    bt_cases: r.get(9)?,
+                    bt_contacts: r.get(10)?,
                 })
             },
         )
         .and_then(Iterator::collect)
         .map_err(self.err("query exposures"))
+    }
+
+    /// Calls `each` with every TempID sighting of windows starting in `from..to`, by window.
+    /// Nothing is allocated per row. Returns the number read.
+    pub fn read_tempid_sightings(
+        &self,
+        from: Enin,
+        to: Enin,
+        mut each: impl FnMut(&TempIdRow<'_>),
+    ) -> Result<u64, StoreError> {
+        let err = self.err("read TempID sightings");
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT t.venue_id, t.window_start_enin, b.calibration_db, t.tempid, t.org, t.minutes
+                 FROM tempid_sighting t JOIN batch b ON b.id = t.batch
+                 WHERE t.window_start_enin >= ?1 AND t.window_start_enin < ?2
+                 ORDER BY t.window_start_enin, t.rowid",
+            )
+            .map_err(&err)?;
+        let mut rows = stmt.query([from.0, to.0]).map_err(&err)?;
+        let mut n = 0u64;
+        while let Some(r) = rows.next().map_err(&err)? {
+            let row = (|| -> rusqlite::Result<TempIdRow<'_>> {
+                Ok(TempIdRow {
+                    venue: r.get(0)?,
+                    window_start: Enin(r.get(1)?),
+                    rssi_calibration_db: r.get(2)?,
+                    tempid: TempId::from_slice(blob(r, 3)?),
+                    org: match r.get_ref(4)? {
+                        rusqlite::types::ValueRef::Text(t) => std::str::from_utf8(t).unwrap_or(""),
+                        _ => "",
+                    },
+                    packed_minutes: blob(r, 5)?,
+                })
+            })()
+            .map_err(&err)?;
+            each(&row);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// TempID sightings stored, and batches stored after row `after` that hold some, with the
+    /// window starts of those (the daemon recomputes BlueTrace venue-hours when they fall in
+    /// a case's span).
+    pub fn tempid_batches_since(&self, after: i64) -> Result<(i64, Vec<u32>), StoreError> {
+        let err = self.err("read new TempID batches");
+        let last: i64 = self
+            .conn
+            .query_row("SELECT coalesce(max(id), 0) FROM batch", [], |r| r.get(0))
+            .map_err(&err)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT window_start_enin FROM batch WHERE id > ?1 AND id <= ?2 AND tempids > 0",
+            )
+            .map_err(&err)?;
+        let windows = stmt
+            .query_map([after, last], |r| r.get(0))
+            .and_then(Iterator::collect)
+            .map_err(&err)?;
+        Ok((last, windows))
+    }
+
+    /// Registers a case, or changes the period and label of one registered; returns whether
+    /// it is new.
+    pub fn upsert_case(&mut self, case: &BluetraceCase) -> Result<bool, StoreError> {
+        let err = self.err("register case");
+        let tx = self.conn.transaction().map_err(&err)?;
+        let existed = tx
+            .query_row(
+                "SELECT 1 FROM bluetrace_case WHERE uid = ?1",
+                [&case.uid.as_bytes()[..]],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(&err)?
+            .is_some();
+        tx.execute(
+            "INSERT INTO bluetrace_case(uid, from_s, to_s, label, added_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(uid) DO UPDATE SET from_s = excluded.from_s, to_s = excluded.to_s,
+               label = excluded.label, added_ms = excluded.added_ms",
+            params![
+                &case.uid.as_bytes()[..],
+                case.from_s,
+                case.to_s,
+                case.label,
+                case.added_ms
+            ],
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)?;
+        Ok(!existed)
+    }
+
+    /// Removes a registered case (an error if there is none).
+    pub fn remove_case(&mut self, uid: &Uid) -> Result<(), StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "DELETE FROM bluetrace_case WHERE uid = ?1",
+                [&uid.as_bytes()[..]],
+            )
+            .map_err(self.err("remove case"))?;
+        if n == 0 {
+            return Err(StoreError::Registry(format!(
+                "no registered case {}",
+                uid.to_base64()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Registered cases, by the start of their period.
+    pub fn cases(&self) -> Result<Vec<BluetraceCase>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT uid, from_s, to_s, label, added_ms FROM bluetrace_case ORDER BY from_s, uid")
+            .map_err(self.err("list cases"))?;
+        stmt.query_map([], |r| {
+            let mut uid = [0u8; crate::bluetrace::UID_LEN];
+            let bytes = blob(r, 0)?;
+            let n = bytes.len().min(uid.len());
+            uid[..n].copy_from_slice(&bytes[..n]);
+            Ok(BluetraceCase {
+                uid: Uid::from_bytes(uid),
+                from_s: r.get(1)?,
+                to_s: r.get(2)?,
+                label: r.get(3)?,
+                added_ms: r.get(4)?,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(self.err("list cases"))
+    }
+
+    /// Replaces every BlueTrace venue-hour (one transaction).
+    pub fn replace_bluetrace_hours(&mut self, hours: &[VenueHour]) -> Result<(), StoreError> {
+        let err = self.err("store BlueTrace venue hours");
+        let tx = self.conn.transaction().map_err(&err)?;
+        tx.execute("DELETE FROM bluetrace_hour", []).map_err(&err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO bluetrace_hour(venue_id, hour_start_s, cases, contacts) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(&err)?;
+            for h in hours {
+                stmt.execute(params![h.venue, h.hour_start_s, h.cases, h.contacts])
+                    .map_err(&err)?;
+            }
+        }
+        tx.commit().map_err(&err)
+    }
+
+    /// Records an identified-contact query and its results (one transaction); returns its id.
+    pub fn record_contact_query(
+        &mut self,
+        query: &ContactQuery,
+        contacts: &[Contact],
+    ) -> Result<i64, StoreError> {
+        let err = self.err("record contact query");
+        let tx = self.conn.transaction().map_err(&err)?;
+        tx.execute(
+            "INSERT INTO contact_query(run_ms, operator, case_uid, from_s, to_s, results)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                query.run_ms,
+                query.operator,
+                &query.case_uid.as_bytes()[..],
+                query.from_s,
+                query.to_s,
+                contacts.len() as i64
+            ],
+        )
+        .map_err(&err)?;
+        let id = tx.last_insert_rowid();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO contact_result(query, venue_id, contact_uid, case_first_s, case_last_s,
+                       contact_first_s, contact_last_s, overlap_minutes, max_rssi_dbm)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(&err)?;
+            for c in contacts {
+                stmt.execute(params![
+                    id,
+                    c.venue,
+                    &c.contact.as_bytes()[..],
+                    c.case_first_s,
+                    c.case_last_s,
+                    c.contact_first_s,
+                    c.contact_last_s,
+                    c.overlap_minutes,
+                    c.max_rssi_dbm
+                ])
+                .map_err(&err)?;
+            }
+        }
+        tx.commit().map_err(&err)?;
+        Ok(id)
+    }
+
+    /// Rows of the BlueTrace tables (TempID sightings, cases, venue-hours, contact queries,
+    /// contact results), for status and tests.
+    pub fn bluetrace_counts(&self) -> Result<BluetraceCounts, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM tempid_sighting), (SELECT count(*) FROM bluetrace_case),
+                   (SELECT count(*) FROM bluetrace_hour), (SELECT count(*) FROM contact_query),
+                   (SELECT count(*) FROM contact_result)",
+                [],
+                |r| {
+                    Ok(BluetraceCounts {
+                        tempid_sightings: r.get::<_, i64>(0)? as u64,
+                        cases: r.get::<_, i64>(1)? as u64,
+                        hours: r.get::<_, i64>(2)? as u64,
+                        contact_queries: r.get::<_, i64>(3)? as u64,
+                        contact_results: r.get::<_, i64>(4)? as u64,
+                    })
+                },
+            )
+            .map_err(self.err("count BlueTrace rows"))
+    }
+
+    /// Venue names by number.
+    pub fn venue_names(&self) -> Result<std::collections::HashMap<u32, String>, StoreError> {
+        Ok(self.venues()?.into_iter().map(|v| (v.id, v.name)).collect())
     }
 
     /// What changed since the last match: keys added or revised since, and the windows of
@@ -1203,6 +1657,21 @@ pub struct VenueHourRow {
     pub co_present: u32,
 }
 
+/// Rows of the BlueTrace tables ([`SqliteStore::bluetrace_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BluetraceCounts {
+    /// TempID sightings.
+    pub tempid_sightings: u64,
+    /// Registered cases.
+    pub cases: u64,
+    /// Venue-hours with cases.
+    pub hours: u64,
+    /// Identified-contact queries.
+    pub contact_queries: u64,
+    /// Their results.
+    pub contact_results: u64,
+}
+
 /// Filter of an exposure query.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExposureFilter {
@@ -1212,7 +1681,8 @@ pub struct ExposureFilter {
     pub from_s: Option<i64>,
     /// Hours starting before, Unix s.
     pub to_s: Option<i64>,
-    /// Minimum window score.
+    /// Minimum window score of GAEN venue-hours (venue-hours with BlueTrace cases are listed
+    /// whatever their score).
     pub min_score: f64,
 }
 
@@ -1237,6 +1707,10 @@ pub struct VenueHourView {
     pub total_score: f64,
     /// Estimated other visitors present while an infectious key was.
     pub co_present: u32,
+    /// BlueTrace cases present.
+    pub bt_cases: u32,
+    /// Other BlueTrace users present with a case.
+    pub bt_contacts: u32,
 }
 
 #[cfg(test)]

@@ -1,0 +1,601 @@
+//! BlueTrace (Wiqaytna) at the authority: `venuetrace-authority bluetrace cases …` and
+//! `bluetrace contacts`, and the venue-hour counts `match`, the daemon and `exposures` use.
+//!
+//! The decisions are [`crate::presence`]'s; this file reads the TempID sightings a question
+//! needs from the store (the spans of the cases' periods, see [`presence::read_span`]),
+//! decrypts them in memory with the configured keys, and stores what may be stored: the
+//! venue-hour counts (`bluetrace_hour`, recomputed whole: [`recompute_hours`]) and, for
+//! `bluetrace contacts`, the query and its results. That command names people, so it is off
+//! unless `bluetrace.identify_contacts = true`, and every use is first appended to the audit
+//! log ([`append_audit`]): if that fails, nothing is shown.
+
+use super::config::{AuthorityConfig, BluetraceSettings};
+use super::service::local;
+use super::store::{BluetraceCase, ContactQuery, SqliteStore, StoreError};
+use crate::bluetrace::Uid;
+use crate::crypto::Enin;
+use crate::exit::Exit;
+use crate::output::{ListFormat, Table};
+use crate::presence::{self, Case, Contact, Outcomes, PresenceSettings, Presences, Reads};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Longest window a batch covers, seconds: a window starting this long before a span can
+/// hold minutes inside it.
+const MAX_WINDOW_S: i64 = 3600;
+
+/// A `bluetrace` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BluetraceError {
+    /// The store failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// `bluetrace contacts` while `bluetrace.identify_contacts` is off.
+    #[error(
+        "bluetrace contacts is disabled: identifying contacts needs bluetrace.identify_contacts = \
+         true in {config} (every use is then logged to bluetrace.audit_log)"
+    )]
+    Disabled {
+        /// The configuration file.
+        config: PathBuf,
+    },
+    /// No TempID key is configured: nothing can be decrypted.
+    #[error(
+        "TempIDs cannot be decrypted: bluetrace.key_files is empty in {config} (TempIDs are \
+         stored, encrypted)"
+    )]
+    NoKeys {
+        /// The configuration file.
+        config: PathBuf,
+    },
+    /// `--from` is not before `--to`.
+    #[error("--from must be before --to")]
+    Period,
+    /// The audit log cannot be written: the command is refused.
+    #[error("refused: cannot write the audit log {path}")]
+    Audit {
+        /// The audit log.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the result failed.
+    #[error("cannot write output")]
+    Output(#[source] std::io::Error),
+}
+
+impl BluetraceError {
+    /// The sysexits code.
+    pub fn exit(&self) -> Exit {
+        match self {
+            BluetraceError::Store(StoreError::Registry(_)) => Exit::DataErr,
+            BluetraceError::Store(StoreError::Incompatible { .. }) => Exit::Config,
+            BluetraceError::Store(_) => Exit::IoErr,
+            BluetraceError::Disabled { .. } => Exit::NoPerm,
+            BluetraceError::NoKeys { .. } => Exit::Config,
+            BluetraceError::Period => Exit::Usage,
+            BluetraceError::Audit { .. } => Exit::CantCreat,
+            BluetraceError::Output(_) => Exit::IoErr,
+        }
+    }
+}
+
+/// The presence settings of the `[bluetrace]` configuration.
+pub fn presence_settings(b: &BluetraceSettings) -> PresenceSettings {
+    PresenceSettings {
+        orgs: b.orgs.clone(),
+        validity_tolerance_s: i64::from(b.validity_tolerance_s),
+        gap_minutes: b.presence_gap_minutes,
+        margin_minutes: b.presence_margin_minutes,
+    }
+}
+
+/// The window starts (ENINs, `from..to`) whose minutes can fall in `[from_s, to_s)`: windows
+/// ending after `from_s` (at most [`MAX_WINDOW_S`] long) and starting before `to_s`.
+fn windows(from_s: i64, to_s: i64) -> (Enin, Enin) {
+    // The first interval starting at or after `s`.
+    let enin = |s: i64| Enin(u32::try_from((s + 599).div_euclid(600).max(0)).unwrap_or(u32::MAX));
+    (enin(from_s - MAX_WINDOW_S + 1), enin(to_s))
+}
+
+/// Reads and decides the TempID sightings that can matter to `cases`: those of the windows
+/// covering each case's [`presence::read_span`], read once where spans overlap.
+pub fn load_presences(
+    store: &SqliteStore,
+    cases: &[Case],
+    b: &BluetraceSettings,
+) -> Result<(Presences, u64), StoreError> {
+    let settings = presence_settings(b);
+    let keys = b.tempid_keys();
+    let mut ranges: Vec<(Enin, Enin)> = cases
+        .iter()
+        .map(|c| {
+            let (from, to) = presence::read_span(c.from_s, c.to_s, &settings);
+            windows(from, to)
+        })
+        .collect();
+    ranges.sort();
+    let mut merged: Vec<(Enin, Enin)> = Vec::new();
+    for (from, to) in ranges {
+        match merged.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(to),
+            _ => merged.push((from, to)),
+        }
+    }
+    let mut reads = Reads::new();
+    let mut minutes = Vec::new();
+    let mut sightings = 0;
+    for (from, to) in merged {
+        sightings += store.read_tempid_sightings(from, to, |row| {
+            let Some(tempid) = row.tempid else {
+                return;
+            };
+            minutes.clear();
+            minutes.extend(row.minutes());
+            reads.add(
+                &presence::TempIdObservation {
+                    venue: row.venue,
+                    window_start: row.window_start,
+                    rssi_calibration_db: row.rssi_calibration_db,
+                    tempid: &tempid,
+                    org: row.org,
+                    minutes: &minutes,
+                },
+                &keys,
+                &settings,
+            );
+        })?;
+    }
+    Ok((reads.finish(), sightings))
+}
+
+/// What a recompute of the BlueTrace venue-hours did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HoursSummary {
+    /// Registered cases.
+    pub cases: usize,
+    /// Venue-hours with cases stored.
+    pub venue_hours: usize,
+    /// TempID sightings read.
+    pub sightings: u64,
+    /// How they were decided.
+    pub outcomes: Outcomes,
+    /// Whether any TempID key is configured (without, nothing is decrypted and no venue-hour
+    /// has cases).
+    pub decrypted: bool,
+}
+
+impl HoursSummary {
+    /// One line for people: what was found, and how many TempID sightings were not used.
+    pub fn line(&self, config_file: &Path) -> String {
+        if !self.decrypted {
+            return format!(
+                "bluetrace: {} cases, but bluetrace.key_files is empty in {}: TempIDs are \
+                 stored, not decrypted",
+                self.cases,
+                config_file.display()
+            );
+        }
+        let o = &self.outcomes;
+        format!(
+            "bluetrace: {} cases present in {} venue-hours ({} TempID sightings read: {} used, \
+             {} undecryptable, {} of other organisations, {} replays)",
+            self.cases,
+            self.venue_hours,
+            self.sightings,
+            o.used,
+            o.undecryptable,
+            o.wrong_org,
+            o.replays
+        )
+    }
+}
+
+fn as_cases(cases: &[BluetraceCase]) -> Vec<Case> {
+    cases
+        .iter()
+        .map(|c| Case {
+            uid: c.uid,
+            from_s: c.from_s,
+            to_s: c.to_s,
+        })
+        .collect()
+}
+
+/// Recomputes every BlueTrace venue-hour from the registered cases and the TempID sightings of
+/// their spans, and replaces the stored ones. Without keys the venue-hours are emptied.
+pub fn recompute_hours(
+    store: &mut SqliteStore,
+    b: &BluetraceSettings,
+) -> Result<HoursSummary, StoreError> {
+    let cases = as_cases(&store.cases()?);
+    let mut summary = HoursSummary {
+        cases: cases.len(),
+        decrypted: !b.keys.is_empty(),
+        ..HoursSummary::default()
+    };
+    let hours = if cases.is_empty() || b.keys.is_empty() {
+        Vec::new()
+    } else {
+        let (presences, sightings) = load_presences(store, &cases, b)?;
+        summary.sightings = sightings;
+        summary.outcomes = presences.outcomes();
+        presences.venue_hours(&cases, &presence_settings(b))
+    };
+    summary.venue_hours = hours.len();
+    store.replace_bluetrace_hours(&hours)?;
+    Ok(summary)
+}
+
+/// The daemon's trigger for [`recompute_hours`]: after new batches, recompute when one of
+/// them holds TempID sightings whose window falls in a registered case's span (every time on
+/// the first call, which covers cases and batches from before the daemon started). Cases added
+/// or removed through the command line are recomputed by the command itself.
+#[derive(Debug, Default)]
+pub struct HoursWatch {
+    /// The highest batch row looked at (`None`: not yet).
+    seen: Option<i64>,
+}
+
+impl HoursWatch {
+    /// Nothing looked at yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Looks at the batches stored since the last call; recomputes if needed (see the type).
+    pub fn after_batches(
+        &mut self,
+        store: &mut SqliteStore,
+        b: &BluetraceSettings,
+    ) -> Result<Option<HoursSummary>, StoreError> {
+        let (last, windows_stored) = store.tempid_batches_since(self.seen.unwrap_or(i64::MAX))?;
+        let first = self.seen.is_none();
+        let settings = presence_settings(b);
+        let needed = first || {
+            let cases = store.cases()?;
+            windows_stored.iter().any(|&w| {
+                let start = i64::from(w) * 600;
+                cases.iter().any(|c| {
+                    let (from, to) = presence::read_span(c.from_s, c.to_s, &settings);
+                    start + MAX_WINDOW_S > from && start < to
+                })
+            })
+        };
+        let summary = if needed {
+            Some(recompute_hours(store, b)?)
+        } else {
+            None
+        };
+        self.seen = Some(last);
+        Ok(summary)
+    }
+}
+
+/// Says on `notes` (stderr) when cases are registered but no key is configured: their
+/// venue-hours cannot be computed (`exposures`, `bluetrace cases list`).
+pub fn note_without_keys(
+    store: &SqliteStore,
+    config: &AuthorityConfig,
+    notes: &mut dyn Write,
+) -> Result<(), StoreError> {
+    if config.bluetrace.keys.is_empty() {
+        let cases = store.bluetrace_counts()?.cases;
+        if cases > 0 {
+            let _ = writeln!(
+                notes,
+                "note: {cases} BlueTrace cases registered, but bluetrace.key_files is empty in \
+                 {}: TempIDs are stored, not decrypted, and bt_cases stays 0",
+                config.file.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `bluetrace cases add`: registers (or changes) a case and recomputes the venue-hours.
+#[allow(clippy::too_many_arguments)] // one call site; a struct adds nothing
+pub fn cases_add(
+    store: &mut SqliteStore,
+    config: &AuthorityConfig,
+    uid: Uid,
+    from_s: i64,
+    to_s: i64,
+    label: Option<&str>,
+    now_ms: i64,
+    out: &mut dyn Write,
+) -> Result<(), BluetraceError> {
+    if from_s >= to_s {
+        return Err(BluetraceError::Period);
+    }
+    let new = store.upsert_case(&BluetraceCase {
+        uid,
+        from_s,
+        to_s,
+        label: label.map(str::to_owned),
+        added_ms: now_ms,
+    })?;
+    let summary = recompute_hours(store, &config.bluetrace)?;
+    let tz = &config.authority.timezone;
+    writeln!(
+        out,
+        "{} case {} from {} to {}\n{}",
+        if new { "registered" } else { "updated" },
+        uid.to_base64(),
+        local(from_s, tz),
+        local(to_s, tz),
+        summary.line(&config.file)
+    )
+    .map_err(BluetraceError::Output)
+}
+
+/// `bluetrace cases remove`: removes a case and recomputes the venue-hours.
+pub fn cases_remove(
+    store: &mut SqliteStore,
+    config: &AuthorityConfig,
+    uid: Uid,
+    out: &mut dyn Write,
+) -> Result<(), BluetraceError> {
+    store.remove_case(&uid)?;
+    let summary = recompute_hours(store, &config.bluetrace)?;
+    writeln!(
+        out,
+        "removed case {}\n{}",
+        uid.to_base64(),
+        summary.line(&config.file)
+    )
+    .map_err(BluetraceError::Output)
+}
+
+/// `bluetrace cases list`.
+pub fn cases_list(
+    store: &SqliteStore,
+    tz: &jiff::tz::TimeZone,
+    format: ListFormat,
+    out: &mut dyn Write,
+) -> Result<(), BluetraceError> {
+    let mut table = Table::new(["uid", "from", "to", "label", "added"]);
+    let mut json = Vec::new();
+    for c in store.cases()? {
+        let added = local(c.added_ms.div_euclid(1000), tz);
+        table.row([
+            c.uid.to_base64(),
+            local(c.from_s, tz),
+            local(c.to_s, tz),
+            c.label.clone().unwrap_or_default(),
+            added.clone(),
+        ]);
+        json.push(serde_json::json!({
+            "uid": c.uid.to_base64(),
+            "from": local(c.from_s, tz),
+            "from_unix_s": c.from_s,
+            "to": local(c.to_s, tz),
+            "to_unix_s": c.to_s,
+            "label": c.label,
+            "added": added,
+            "added_unix_ms": c.added_ms,
+        }));
+    }
+    crate::output::write_list(&table, &serde_json::Value::from(json), format, out)
+        .map_err(BluetraceError::Output)
+}
+
+/// A `bluetrace contacts` request.
+#[derive(Debug, Clone)]
+pub struct ContactsRequest {
+    /// The case.
+    pub uid: Uid,
+    /// Period from, Unix s.
+    pub from_s: i64,
+    /// Period to (exclusive), Unix s.
+    pub to_s: i64,
+    /// Who asks (recorded in the audit log and the store).
+    pub operator: String,
+    /// Output format.
+    pub format: ListFormat,
+}
+
+/// Who runs the command, when `--operator` is not given: `$SUDO_USER` (the person behind
+/// `sudo -u venuetrace-authority`), else `$USER`, else the numeric user id.
+pub fn default_operator(env: &[(String, String)]) -> String {
+    let var = |name: &str| {
+        env.iter()
+            .find(|(k, v)| k == name && !v.trim().is_empty())
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    var("SUDO_USER").or_else(|| var("USER")).unwrap_or_else(|| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self")
+            .map(|m| format!("uid {}", m.uid()))
+            .unwrap_or_else(|_| "unknown".to_owned())
+    })
+}
+
+/// Appends one line (`record` as JSON) to the audit log at `path`: opened append-only (created
+/// with mode 0600 if absent, never truncated or rewritten), written in one `write`, and
+/// fsync'ed before returning.
+pub fn append_audit(path: &Path, record: &serde_json::Value) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut line = record.to_string();
+    line.push('\n');
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(line.as_bytes())?;
+    file.sync_all()
+}
+
+/// `bluetrace contacts`: refused unless `bluetrace.identify_contacts` (exit 77) and keys are
+/// configured; computes the contacts, appends the audit line (refused, printing nothing, if
+/// that fails), records the query and its results, then prints them; the TempID sightings not
+/// used are counted on `notes` (stderr).
+pub fn contacts(
+    store: &mut SqliteStore,
+    config: &AuthorityConfig,
+    database: &Path,
+    request: &ContactsRequest,
+    now_ms: i64,
+    out: &mut dyn Write,
+    notes: &mut dyn Write,
+) -> Result<(), BluetraceError> {
+    let b = &config.bluetrace;
+    if !b.identify_contacts {
+        return Err(BluetraceError::Disabled {
+            config: config.file.clone(),
+        });
+    }
+    if b.keys.is_empty() {
+        return Err(BluetraceError::NoKeys {
+            config: config.file.clone(),
+        });
+    }
+    if request.from_s >= request.to_s {
+        return Err(BluetraceError::Period);
+    }
+    let case = Case {
+        uid: request.uid,
+        from_s: request.from_s,
+        to_s: request.to_s,
+    };
+    let (presences, sightings) = load_presences(store, &[case], b)?;
+    let found = presences.contacts(&case, &presence_settings(b));
+    let tz = &config.authority.timezone;
+    let record = serde_json::json!({
+        "time": crate::output::iso_utc((now_ms.max(0) / 1000) as u64),
+        "time_unix_ms": now_ms,
+        "operator": request.operator,
+        "case_uid": request.uid.to_base64(),
+        "from": local(request.from_s, tz),
+        "from_unix_s": request.from_s,
+        "to": local(request.to_s, tz),
+        "to_unix_s": request.to_s,
+        "results": found.len(),
+        "database": database.display().to_string(),
+    });
+    append_audit(&b.audit_log, &record).map_err(|source| BluetraceError::Audit {
+        path: b.audit_log.clone(),
+        source,
+    })?;
+    store.record_contact_query(
+        &ContactQuery {
+            run_ms: now_ms,
+            operator: request.operator.clone(),
+            case_uid: request.uid,
+            from_s: request.from_s,
+            to_s: request.to_s,
+        },
+        &found,
+    )?;
+    let o = presences.outcomes();
+    let _ = writeln!(
+        notes,
+        "note: {} contacts; {sightings} TempID sightings read, {} used; not used: {} \
+         undecryptable, {} of other organisations, {} replays (read outside their validity)",
+        found.len(),
+        o.used,
+        o.undecryptable,
+        o.wrong_org,
+        o.replays
+    );
+    write_contacts(store, &found, tz, request.format, out)
+}
+
+fn write_contacts(
+    store: &SqliteStore,
+    found: &[Contact],
+    tz: &jiff::tz::TimeZone,
+    format: ListFormat,
+    out: &mut dyn Write,
+) -> Result<(), BluetraceError> {
+    let venues = store.venue_names()?;
+    let mut table = Table::new([
+        "venue",
+        "case_first",
+        "case_last",
+        "contact_uid",
+        "contact_first",
+        "contact_last",
+        "overlap_min",
+        "max_rssi_dbm",
+    ]);
+    let mut json = Vec::new();
+    for c in found {
+        let venue = venues
+            .get(&c.venue)
+            .cloned()
+            .unwrap_or_else(|| c.venue.to_string());
+        let times = [
+            c.case_first_s,
+            c.case_last_s,
+            c.contact_first_s,
+            c.contact_last_s,
+        ]
+        .map(|s| local(s, tz));
+        table.row([
+            venue.clone(),
+            times[0].clone(),
+            times[1].clone(),
+            c.contact.to_base64(),
+            times[2].clone(),
+            times[3].clone(),
+            c.overlap_minutes.to_string(),
+            c.max_rssi_dbm.to_string(),
+        ]);
+        json.push(serde_json::json!({
+            "venue": venue,
+            "case_first_seen": times[0],
+            "case_first_seen_unix_s": c.case_first_s,
+            "case_last_seen": times[1],
+            "case_last_seen_unix_s": c.case_last_s,
+            "contact_uid": c.contact.to_base64(),
+            "contact_first_seen": times[2],
+            "contact_first_seen_unix_s": c.contact_first_s,
+            "contact_last_seen": times[3],
+            "contact_last_seen_unix_s": c.contact_last_s,
+            "overlap_minutes": c.overlap_minutes,
+            "max_rssi_dbm": c.max_rssi_dbm,
+        }));
+    }
+    crate::output::write_list(&table, &serde_json::Value::from(json), format, out)
+        .map_err(BluetraceError::Output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The windows read for a span start up to an hour before it (a 60-minute window holds
+    /// minutes that late) and end with the window holding its last second.
+    #[test]
+    fn windows_of_a_span() {
+        // 3000 + 3600 > 6000, 2400 + 3600 is not; 6000 < 6600, 6600 is not.
+        assert_eq!(windows(6000, 6600), (Enin(5), Enin(11)));
+        assert_eq!(windows(6001, 6601), (Enin(5), Enin(12)));
+        assert_eq!(windows(6599, 6601), (Enin(5), Enin(12)));
+        assert_eq!(windows(6600, 6601), (Enin(6), Enin(12)));
+        assert_eq!(windows(0, 600), (Enin(0), Enin(1)));
+    }
+
+    /// The operator is `$SUDO_USER`, else `$USER`, else the user id.
+    #[test]
+    fn operator() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            default_operator(&env(&[("USER", "svc"), ("SUDO_USER", "alice")])),
+            "alice"
+        );
+        assert_eq!(
+            default_operator(&env(&[("USER", "svc"), ("SUDO_USER", "")])),
+            "svc"
+        );
+        assert!(default_operator(&[]).starts_with("uid "));
+    }
+}

@@ -1,0 +1,953 @@
+//! BlueTrace (Wiqaytna) presence and contacts: stored TempID sightings → who was at which
+//! venue when → a case's contacts, and per venue-hour how many cases and contacts there were.
+//!
+//! Pure: sightings, keys and settings in, values out. Reading sightings from the store,
+//! storing results, the audit log and printing are [`crate::authority`]'s.
+//!
+//! # From sightings to reads
+//!
+//! Each TempID sighting (one TempID read by one gateway in one window, with the minutes it was
+//! read in) is decided once ([`decide`]): its organisation must be one of the configured ones
+//! (else *wrong org*); one of the keys must authenticate it (else *undecryptable*: another
+//! key, or altered bytes); and every minute it was read in, `[window start + minute·60,
+//! +60 s)`, must fall inside the TempID's validity window widened by the tolerance (else a
+//! *replay*: a legitimate phone picks its TempID by the time, so one read outside its window
+//! was recorded and played back, or comes from a clock far off). A sighting with any minute
+//! outside is flagged and none of it is used: what else it says cannot be trusted either.
+//! Used sightings become *reads*: (venue, UID, Unix minute, highest calibrated RSSI), one per
+//! UID and minute at a venue whatever the number of gateways and TempIDs.
+//!
+//! # Presences and contacts
+//!
+//! A UID's reads at one venue form *presences*: reads at most `gap_minutes` apart are one
+//! presence (gateways re-read a phone every ~100 s but phones do not always answer), from its
+//! first read minute to the end of its last, widened by `margin_minutes` on both sides
+//! (someone leaving right after a read was still there), presences that then overlap merged.
+//! A *case* (UID, infectious period `[from, to)`) has the presences built from its reads inside
+//! the period, clipped to it. A *contact* is a presence of another UID at the same venue that
+//! overlaps one of the case's: one row per such presence, with the overlap in minutes
+//! (rounded up) and the highest calibrated RSSI read in it — how close that phone came to the
+//! gateway, the only proximity a gateway can measure. A contact's presences are built from its
+//! reads within [`read_span`] of the case's period, so a case's result depends on nothing
+//! outside that span.
+//!
+//! # Venue-hours
+//!
+//! Per venue and hour ([`Presences::venue_hours`]): `cases`, the distinct case UIDs with a
+//! presence in that hour (widened by the margin and clipped to their period, as for contacts,
+//! so an hour with contacts always has its case), and `contacts`, the distinct other UIDs whose
+//! presence overlapped a case's in that hour (a registered case counted as a case in that hour
+//! is not also a contact). Counts only: the venue-hour report never names anyone.
+
+use crate::aggregate::MinuteRssi;
+use crate::bluetrace::{TempId, TempIdKey, Uid, Validity};
+use crate::crypto::Enin;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
+
+/// How sightings are decided and presences built (`[bluetrace]` of the authority's
+/// configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceSettings {
+    /// Organisation codes whose TempIDs are used; empty: any.
+    pub orgs: Vec<String>,
+    /// Clock skew allowed around a TempID's validity window, seconds.
+    pub validity_tolerance_s: i64,
+    /// Reads at most this many minutes apart are one presence (at least 1).
+    pub gap_minutes: u32,
+    /// Presences are widened by this many minutes on both sides.
+    pub margin_minutes: u32,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> Self {
+        Self {
+            orgs: vec!["MAR".to_owned()],
+            validity_tolerance_s: 60,
+            gap_minutes: 15,
+            margin_minutes: 2,
+        }
+    }
+}
+
+/// One stored TempID sighting, as presence needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct TempIdObservation<'a> {
+    /// Venue number.
+    pub venue: u32,
+    /// Start of the batch's window.
+    pub window_start: Enin,
+    /// The gateway's calibration, dB, added to its RSSI.
+    pub rssi_calibration_db: i32,
+    /// The encrypted TempID, as received.
+    pub tempid: &'a TempId,
+    /// The organisation code that came with it.
+    pub org: &'a str,
+    /// The minutes it was read in (offsets from the window start) and their RSSI.
+    pub minutes: &'a [MinuteRssi],
+}
+
+/// What one sighting is worth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Decrypted, of a configured organisation, read inside its validity: used as this UID.
+    Used(Uid),
+    /// No key authenticates it: another key, or altered bytes.
+    Undecryptable,
+    /// Its organisation is not a configured one.
+    WrongOrg,
+    /// Read (at least one minute) outside its validity window: before its start or after its
+    /// expiry, beyond the tolerance.
+    Replay(Validity),
+}
+
+/// Decides one sighting (see the module documentation). Keys are tried in order.
+pub fn decide(
+    sighting: &TempIdObservation<'_>,
+    keys: &[TempIdKey],
+    settings: &PresenceSettings,
+) -> Decision {
+    if !settings.orgs.is_empty() && !settings.orgs.iter().any(|o| o == sighting.org) {
+        return Decision::WrongOrg;
+    }
+    let Some(decrypted) = keys.iter().find_map(|k| k.decrypt(sighting.tempid).ok()) else {
+        return Decision::Undecryptable;
+    };
+    let window_start_s = i64::from(sighting.window_start.0) * 600;
+    for m in sighting.minutes {
+        let seen_from = window_start_s + i64::from(m.minute) * 60;
+        match decrypted.validity(seen_from, seen_from + 60, settings.validity_tolerance_s) {
+            Validity::Valid => {}
+            other => return Decision::Replay(other),
+        }
+    }
+    Decision::Used(decrypted.uid)
+}
+
+/// How many sightings were used, and why the others were not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Outcomes {
+    /// Used.
+    pub used: u64,
+    /// No key authenticates them.
+    pub undecryptable: u64,
+    /// Of another organisation.
+    pub wrong_org: u64,
+    /// Read outside their validity window.
+    pub replays: u64,
+}
+
+impl Outcomes {
+    /// Sightings not used.
+    pub fn not_used(&self) -> u64 {
+        self.undecryptable + self.wrong_org + self.replays
+    }
+
+    fn count(&mut self, decision: &Decision) {
+        match decision {
+            Decision::Used(_) => self.used += 1,
+            Decision::Undecryptable => self.undecryptable += 1,
+            Decision::WrongOrg => self.wrong_org += 1,
+            Decision::Replay(_) => self.replays += 1,
+        }
+    }
+}
+
+/// One UID read at one venue in one minute: the highest calibrated RSSI of that minute.
+/// 16 bytes: a span's reads are held in memory at once (~3 per sighting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Read {
+    venue: u32,
+    uid: u32,
+    /// Unix minute (an `i32` lasts until the year 6053; ingest refuses windows in the
+    /// future, so stored ones fit).
+    minute: i32,
+    /// dBm: an `i8` RSSI plus a calibration of ±30 dB.
+    rssi: i16,
+}
+
+/// Collects the reads of decided sightings; [`finish`](Self::finish) indexes them.
+#[derive(Debug, Default)]
+pub struct Reads {
+    uids: Vec<Uid>,
+    ids: HashMap<Uid, u32>,
+    reads: Vec<Read>,
+    outcomes: Outcomes,
+}
+
+impl Reads {
+    /// Nothing read yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decides `sighting` and keeps its reads if it is used; returns the decision.
+    pub fn add(
+        &mut self,
+        sighting: &TempIdObservation<'_>,
+        keys: &[TempIdKey],
+        settings: &PresenceSettings,
+    ) -> Decision {
+        let decision = decide(sighting, keys, settings);
+        self.outcomes.count(&decision);
+        if let Decision::Used(uid) = decision {
+            let next = self.uids.len() as u32;
+            let id = *self.ids.entry(uid).or_insert(next);
+            if id == next {
+                self.uids.push(uid);
+            }
+            let window_minute = i64::from(sighting.window_start.0) * 10;
+            self.reads.extend(sighting.minutes.iter().map(|m| {
+                Read {
+                    venue: sighting.venue,
+                    uid: id,
+                    minute: i32::try_from(window_minute + i64::from(m.minute)).unwrap_or(i32::MAX),
+                    rssi: i16::try_from(i32::from(m.max) + sighting.rssi_calibration_db)
+                        .unwrap_or(i16::MAX),
+                }
+            }));
+        }
+        decision
+    }
+
+    /// Sightings decided so far, by outcome.
+    pub fn outcomes(&self) -> Outcomes {
+        self.outcomes
+    }
+
+    /// Sorts and indexes the reads (one per venue, UID and minute: the highest RSSI).
+    pub fn finish(mut self) -> Presences {
+        self.reads
+            .sort_unstable_by_key(|r| (r.venue, r.uid, r.minute, std::cmp::Reverse(r.rssi)));
+        self.reads.dedup_by_key(|r| (r.venue, r.uid, r.minute));
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, r) in self.reads.iter().enumerate() {
+            match groups.last_mut() {
+                Some(g) if g.venue == r.venue && g.uid == r.uid => g.reads.end = i + 1,
+                _ => groups.push(Group {
+                    venue: r.venue,
+                    uid: r.uid,
+                    reads: i..i + 1,
+                }),
+            }
+        }
+        let mut by_uid: HashMap<u32, Vec<usize>> = HashMap::new();
+        for (i, g) in groups.iter().enumerate() {
+            by_uid.entry(g.uid).or_default().push(i);
+        }
+        Presences {
+            uids: self.uids,
+            ids: self.ids,
+            reads: self.reads,
+            groups,
+            by_uid,
+            outcomes: self.outcomes,
+        }
+    }
+}
+
+/// The reads of one UID at one venue.
+#[derive(Debug, Clone)]
+struct Group {
+    venue: u32,
+    uid: u32,
+    reads: Range<usize>,
+}
+
+/// A registered case: whose presences count as infectious, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Case {
+    /// The case's UID.
+    pub uid: Uid,
+    /// Infectious from, Unix seconds.
+    pub from_s: i64,
+    /// Infectious until (exclusive), Unix seconds.
+    pub to_s: i64,
+}
+
+/// The reads that can matter to a case of period `[from_s, to_s)`, Unix seconds: the period
+/// and `gap + margin` minutes either side (a contact's presence is built from these only).
+pub fn read_span(from_s: i64, to_s: i64, settings: &PresenceSettings) -> (i64, i64) {
+    let pad = i64::from(settings.gap_minutes + settings.margin_minutes) * 60;
+    (from_s - pad, to_s + pad)
+}
+
+/// A presence of one UID at one venue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presence {
+    /// First minute read, Unix seconds.
+    pub first_s: i64,
+    /// Last minute read (its start), Unix seconds.
+    pub last_s: i64,
+    /// Start, widened by the margin (and clipped to a case's period), Unix seconds.
+    pub start_s: i64,
+    /// End (exclusive), widened by the margin (and clipped), Unix seconds.
+    pub end_s: i64,
+    /// Highest calibrated RSSI read, dBm.
+    pub max_rssi_dbm: i32,
+}
+
+/// Presences of `reads` ((Unix minute, calibrated RSSI), ascending by minute): reads at most
+/// `gap_minutes` apart are one presence; each is widened by `margin_minutes`, and those that
+/// then overlap are merged.
+pub fn presences(
+    reads: impl IntoIterator<Item = (i64, i32)>,
+    settings: &PresenceSettings,
+) -> Vec<Presence> {
+    let (gap, margin) = (
+        i64::from(settings.gap_minutes.max(1)),
+        i64::from(settings.margin_minutes) * 60,
+    );
+    let mut runs: Vec<Presence> = Vec::new();
+    for (minute, rssi) in reads {
+        match runs.last_mut() {
+            Some(p) if minute - p.last_s / 60 <= gap => {
+                p.last_s = p.last_s.max(minute * 60);
+                p.end_s = p.end_s.max((minute + 1) * 60 + margin);
+                p.max_rssi_dbm = p.max_rssi_dbm.max(rssi);
+            }
+            _ => runs.push(Presence {
+                first_s: minute * 60,
+                last_s: minute * 60,
+                start_s: minute * 60 - margin,
+                end_s: (minute + 1) * 60 + margin,
+                max_rssi_dbm: rssi,
+            }),
+        }
+    }
+    let mut merged: Vec<Presence> = Vec::with_capacity(runs.len());
+    for p in runs {
+        match merged.last_mut() {
+            Some(m) if p.start_s < m.end_s => {
+                m.last_s = m.last_s.max(p.last_s);
+                m.end_s = m.end_s.max(p.end_s);
+                m.max_rssi_dbm = m.max_rssi_dbm.max(p.max_rssi_dbm);
+            }
+            _ => merged.push(p),
+        }
+    }
+    merged
+}
+
+/// Someone who was at a venue at the same time as a case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    /// Venue number.
+    pub venue: u32,
+    /// The case's first read in the presences this contact overlapped, Unix seconds.
+    pub case_first_s: i64,
+    /// The case's last read (the minute's start) in those presences, Unix seconds.
+    pub case_last_s: i64,
+    /// The contact's UID.
+    pub contact: Uid,
+    /// The contact's first read in this presence, Unix seconds.
+    pub contact_first_s: i64,
+    /// The contact's last read (the minute's start) in this presence, Unix seconds.
+    pub contact_last_s: i64,
+    /// Minutes the widened presences overlapped (rounded up).
+    pub overlap_minutes: u32,
+    /// The contact's highest calibrated RSSI in this presence, dBm (nearness to the gateway).
+    pub max_rssi_dbm: i32,
+}
+
+/// One venue-hour of BlueTrace cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VenueHour {
+    /// Venue number.
+    pub venue: u32,
+    /// Start of the hour, Unix seconds.
+    pub hour_start_s: i64,
+    /// Distinct cases present (inside their period).
+    pub cases: u32,
+    /// Distinct other UIDs present with a case.
+    pub contacts: u32,
+}
+
+/// One contact presence, with the overlapping stretches (for the venue-hours).
+struct Overlap {
+    contact: Contact,
+    uid: u32,
+    segments: Vec<(i64, i64)>,
+}
+
+/// What one case gives: its presences per venue and its contacts.
+struct CaseResult {
+    presences: Vec<(u32, Vec<Presence>)>,
+    overlaps: Vec<Overlap>,
+}
+
+/// The reads of a span, indexed by venue and UID.
+#[derive(Debug)]
+pub struct Presences {
+    uids: Vec<Uid>,
+    ids: HashMap<Uid, u32>,
+    reads: Vec<Read>,
+    /// Sorted by (venue, UID).
+    groups: Vec<Group>,
+    by_uid: HashMap<u32, Vec<usize>>,
+    outcomes: Outcomes,
+}
+
+impl Presences {
+    /// How the sightings read were decided.
+    pub fn outcomes(&self) -> Outcomes {
+        self.outcomes
+    }
+
+    /// Distinct UIDs read.
+    pub fn uids(&self) -> usize {
+        self.uids.len()
+    }
+
+    /// Reads kept (one per venue, UID and minute).
+    pub fn reads(&self) -> usize {
+        self.reads.len()
+    }
+
+    /// The presences of `group`'s reads with minutes starting in `[from_s, to_s)`.
+    fn group_presences(
+        &self,
+        group: &Group,
+        from_s: i64,
+        to_s: i64,
+        settings: &PresenceSettings,
+    ) -> Vec<Presence> {
+        let reads = &self.reads[group.reads.clone()];
+        let lo = reads.partition_point(|r| i64::from(r.minute) * 60 < from_s);
+        let hi = reads.partition_point(|r| i64::from(r.minute) * 60 < to_s);
+        presences(
+            reads[lo..hi.max(lo)]
+                .iter()
+                .map(|r| (i64::from(r.minute), i32::from(r.rssi))),
+            settings,
+        )
+    }
+
+    fn case_result(&self, case: &Case, settings: &PresenceSettings) -> CaseResult {
+        let mut result = CaseResult {
+            presences: Vec::new(),
+            overlaps: Vec::new(),
+        };
+        let Some(&case_id) = self.ids.get(&case.uid) else {
+            return result;
+        };
+        let (span_from, span_to) = read_span(case.from_s, case.to_s, settings);
+        for &g in self.by_uid.get(&case_id).map_or(&[][..], Vec::as_slice) {
+            let venue = self.groups[g].venue;
+            let mut own = self.group_presences(&self.groups[g], case.from_s, case.to_s, settings);
+            for p in &mut own {
+                p.start_s = p.start_s.max(case.from_s);
+                p.end_s = p.end_s.min(case.to_s);
+            }
+            own.retain(|p| p.start_s < p.end_s);
+            if own.is_empty() {
+                continue;
+            }
+            let lo = self.groups.partition_point(|x| x.venue < venue);
+            let hi = self.groups.partition_point(|x| x.venue <= venue);
+            for other in &self.groups[lo..hi] {
+                if other.uid == case_id {
+                    continue;
+                }
+                for c in self.group_presences(other, span_from, span_to, settings) {
+                    let mut segments = Vec::new();
+                    let (mut case_first, mut case_last) = (i64::MAX, i64::MIN);
+                    for k in &own {
+                        let (a, b) = (c.start_s.max(k.start_s), c.end_s.min(k.end_s));
+                        if a < b {
+                            segments.push((a, b));
+                            case_first = case_first.min(k.first_s);
+                            case_last = case_last.max(k.last_s);
+                        }
+                    }
+                    if segments.is_empty() {
+                        continue;
+                    }
+                    let seconds: i64 = segments.iter().map(|(a, b)| b - a).sum();
+                    result.overlaps.push(Overlap {
+                        contact: Contact {
+                            venue,
+                            case_first_s: case_first,
+                            case_last_s: case_last,
+                            contact: self.uids[other.uid as usize],
+                            contact_first_s: c.first_s,
+                            contact_last_s: c.last_s,
+                            overlap_minutes: u32::try_from((seconds + 59) / 60).unwrap_or(u32::MAX),
+                            max_rssi_dbm: c.max_rssi_dbm,
+                        },
+                        uid: other.uid,
+                        segments,
+                    });
+                }
+            }
+            result.presences.push((venue, own));
+        }
+        result
+    }
+
+    /// The contacts of `case` (see the module documentation), by venue, then the case's first
+    /// read, the contact's first read and UID.
+    pub fn contacts(&self, case: &Case, settings: &PresenceSettings) -> Vec<Contact> {
+        let mut contacts: Vec<Contact> = self
+            .case_result(case, settings)
+            .overlaps
+            .into_iter()
+            .map(|o| o.contact)
+            .collect();
+        contacts.sort_by(|a, b| {
+            (a.venue, a.case_first_s, a.contact_first_s, a.contact).cmp(&(
+                b.venue,
+                b.case_first_s,
+                b.contact_first_s,
+                b.contact,
+            ))
+        });
+        contacts
+    }
+
+    /// Per venue and hour, the distinct cases present and the distinct other UIDs present with
+    /// one of them; by venue and hour.
+    pub fn venue_hours(&self, cases: &[Case], settings: &PresenceSettings) -> Vec<VenueHour> {
+        // (venue, hour) → (case UIDs, contact UIDs), UIDs as indexes.
+        let mut hours: BTreeMap<(u32, i64), (BTreeSet<u32>, BTreeSet<u32>)> = BTreeMap::new();
+        let hours_of = |a: i64, b: i64| a.div_euclid(3600)..=(b - 1).div_euclid(3600);
+        for case in cases {
+            let Some(&case_id) = self.ids.get(&case.uid) else {
+                continue;
+            };
+            let result = self.case_result(case, settings);
+            for (venue, presences) in &result.presences {
+                for p in presences {
+                    for hour in hours_of(p.start_s, p.end_s) {
+                        hours.entry((*venue, hour)).or_default().0.insert(case_id);
+                    }
+                }
+            }
+            for o in &result.overlaps {
+                for &(a, b) in &o.segments {
+                    for hour in hours_of(a, b) {
+                        hours
+                            .entry((o.contact.venue, hour))
+                            .or_default()
+                            .1
+                            .insert(o.uid);
+                    }
+                }
+            }
+        }
+        hours
+            .into_iter()
+            .map(|((venue, hour), (cases, contacts))| VenueHour {
+                venue,
+                hour_start_s: hour * 3600,
+                cases: cases.len() as u32,
+                contacts: contacts.difference(&cases).count() as u32,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A UTC midnight, as an ENIN (multiple of 144).
+    const DAY: u32 = 2_950_128;
+    const DAY_S: i64 = DAY as i64 * 600;
+
+    fn key() -> TempIdKey {
+        TempIdKey::new(&[7; 32])
+    }
+
+    fn uid(n: u8) -> Uid {
+        Uid::from_bytes([n; 21])
+    }
+
+    /// A TempID of `uid` valid for the whole day.
+    fn tempid(uid: Uid) -> TempId {
+        key().encrypt(
+            &uid,
+            DAY_S as i32,
+            DAY_S as i32 + 86_400,
+            &[uid.as_bytes()[0]; 16],
+        )
+    }
+
+    fn minute(offset: u8, max: i8) -> MinuteRssi {
+        MinuteRssi {
+            minute: offset,
+            count: 1,
+            min: max,
+            mean: max,
+            max,
+        }
+    }
+
+    /// A sighting of `tempid` at `venue` in the 10-minute window `window` of the day, read in
+    /// minutes `offsets`.
+    struct Sighting {
+        venue: u32,
+        window: u32,
+        tempid: TempId,
+        org: &'static str,
+        calibration: i32,
+        minutes: Vec<MinuteRssi>,
+    }
+
+    impl Sighting {
+        fn new(venue: u32, window: u32, tempid: TempId, offsets: &[u8]) -> Self {
+            Self {
+                venue,
+                window,
+                tempid,
+                org: "MAR",
+                calibration: 0,
+                minutes: offsets.iter().map(|&o| minute(o, -70)).collect(),
+            }
+        }
+
+        fn observation(&self) -> TempIdObservation<'_> {
+            TempIdObservation {
+                venue: self.venue,
+                window_start: Enin(DAY + self.window),
+                rssi_calibration_db: self.calibration,
+                tempid: &self.tempid,
+                org: self.org,
+                minutes: &self.minutes,
+            }
+        }
+    }
+
+    /// `uid` read at `venue` every `step` minutes from minute `from` to `to` (exclusive) of
+    /// the day.
+    fn visit(venue: u32, uid: Uid, from: u32, to: u32, step: u32) -> Vec<Sighting> {
+        let mut by_window: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+        for m in (from..to).step_by(step as usize) {
+            by_window.entry(m / 10).or_default().push((m % 10) as u8);
+        }
+        by_window
+            .into_iter()
+            .map(|(w, offsets)| Sighting::new(venue, w, tempid(uid), &offsets))
+            .collect()
+    }
+
+    fn presences_of(sightings: &[Sighting], settings: &PresenceSettings) -> Presences {
+        let mut reads = Reads::new();
+        for s in sightings {
+            reads.add(&s.observation(), &[key()], settings);
+        }
+        reads.finish()
+    }
+
+    fn at(minute_of_day: i64) -> i64 {
+        DAY_S + minute_of_day * 60
+    }
+
+    /// Reads at most `gap` minutes apart are one presence, further apart two; each presence
+    /// runs from its first read to the end of its last, widened by the margin.
+    #[test]
+    fn gap_merging_and_margin() {
+        let settings = PresenceSettings {
+            gap_minutes: 15,
+            margin_minutes: 2,
+            ..PresenceSettings::default()
+        };
+        let found = presences([(100, -70), (101, -60), (115, -80), (131, -75)], &settings);
+        assert_eq!(
+            found,
+            [
+                Presence {
+                    first_s: 6000,
+                    last_s: 6900,
+                    start_s: 6000 - 120,
+                    end_s: 6960 + 120,
+                    max_rssi_dbm: -60,
+                },
+                Presence {
+                    first_s: 7860,
+                    last_s: 7860,
+                    start_s: 7860 - 120,
+                    end_s: 7920 + 120,
+                    max_rssi_dbm: -75,
+                },
+            ],
+            "115 is 14 minutes after 101: same presence; 131 is 16 after 115: a new one"
+        );
+        // Exactly `gap` apart still merges.
+        assert_eq!(presences([(0, -70), (15, -70)], &settings).len(), 1);
+        // Presences further apart than the gap but whose margins overlap are merged.
+        let wide = PresenceSettings {
+            gap_minutes: 3,
+            margin_minutes: 2,
+            ..PresenceSettings::default()
+        };
+        assert_eq!(presences([(0, -70), (4, -70)], &wide).len(), 1);
+        assert_eq!(
+            presences([(0, -70), (5, -70)], &wide).len(),
+            2,
+            "ends at 1+2 = 3, the next starts at 5-2 = 3: touching, not overlapping"
+        );
+        assert!(presences([], &settings).is_empty());
+    }
+
+    /// A contact's overlap with the case is computed on the widened presences, in minutes;
+    /// first/last reads, the calibrated RSSI and the venue are as read; someone at another
+    /// venue, or at the same venue outside the case's presence, is no contact.
+    #[test]
+    fn overlap_and_rssi() {
+        let settings = PresenceSettings::default();
+        let mut sightings = visit(1, uid(1), 600, 630, 2); // 10:00-10:28, the case
+        sightings.extend(visit(1, uid(2), 625, 660, 2)); // 10:25-10:59
+        sightings.extend(visit(1, uid(3), 700, 720, 2)); // 11:40: after the case left
+        sightings.extend(visit(2, uid(4), 600, 630, 2)); // another venue
+        let mut loud = Sighting::new(1, 63, tempid(uid(2)), &[1]);
+        loud.minutes[0].max = -50;
+        loud.calibration = 5;
+        sightings.push(loud);
+        let p = presences_of(&sightings, &settings);
+        assert_eq!(p.outcomes().used, sightings.len() as u64);
+        let case = Case {
+            uid: uid(1),
+            from_s: at(0),
+            to_s: at(1440),
+        };
+        assert_eq!(
+            p.contacts(&case, &settings),
+            [Contact {
+                venue: 1,
+                case_first_s: at(600),
+                case_last_s: at(628),
+                contact: uid(2),
+                contact_first_s: at(625),
+                contact_last_s: at(659),
+                // Case widened to [598, 631), contact to [623, 662): 8 minutes.
+                overlap_minutes: 8,
+                max_rssi_dbm: -45,
+            }]
+        );
+    }
+
+    /// Only the case's reads inside its period count, and its presences are clipped to the
+    /// period: someone present only before it is no contact, someone overlapping its start
+    /// overlaps only from the start.
+    #[test]
+    fn case_period_bounds() {
+        let settings = PresenceSettings::default();
+        let mut sightings = visit(1, uid(1), 600, 700, 1); // 10:00-11:39
+        sightings.extend(visit(1, uid(2), 600, 630, 1)); // 10:00-10:29
+        sightings.extend(visit(1, uid(3), 630, 660, 1)); // 10:30-10:59
+        sightings.extend(visit(1, uid(4), 690, 720, 1)); // 11:30-11:59
+        let p = presences_of(&sightings, &settings);
+        let case = Case {
+            uid: uid(1),
+            from_s: at(640),
+            to_s: at(695),
+        };
+        let contacts = p.contacts(&case, &settings);
+        let found: Vec<(Uid, u32, i64, i64)> = contacts
+            .iter()
+            .map(|c| (c.contact, c.overlap_minutes, c.case_first_s, c.case_last_s))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                // [628, 662) ∩ [640, 695) = 22 minutes; the case's reads from 10:40.
+                (uid(3), 22, at(640), at(694)),
+                // [688, 722) ∩ [640, 695) = 7 minutes.
+                (uid(4), 7, at(640), at(694)),
+            ],
+            "uid 2 left at 10:31 (widened), before the period"
+        );
+        // Outside its period entirely: nothing.
+        let later = Case {
+            uid: uid(1),
+            from_s: at(800),
+            to_s: at(900),
+        };
+        assert!(p.contacts(&later, &settings).is_empty());
+        // An unknown UID: nothing.
+        assert!(
+            p.contacts(
+                &Case {
+                    uid: uid(9),
+                    ..case
+                },
+                &settings
+            )
+            .is_empty()
+        );
+    }
+
+    /// Sightings read outside their TempID's validity (with the tolerance) are replays, counted
+    /// and not used — early or expired, even when only one minute is outside; the tolerance
+    /// absorbs clock skew.
+    #[test]
+    fn replays_are_excluded() {
+        let settings = PresenceSettings::default(); // 60 s tolerance
+        // Valid 10:00-10:15 of the day.
+        let short = key().encrypt(&uid(5), at(600) as i32, at(615) as i32, &[5; 16]);
+        let cases = [
+            (60, &[0, 5][..], Decision::Used(uid(5))),
+            (61, &[4], Decision::Used(uid(5))), // 10:14, inside
+            (61, &[5], Decision::Used(uid(5))), // 10:15-10:16: within the 60 s tolerance
+            (61, &[6], Decision::Replay(Validity::Expired)), // 10:16, past it
+            (61, &[0, 9], Decision::Replay(Validity::Expired)), // one minute out is enough
+            (59, &[9], Decision::Used(uid(5))), // 09:59-10:00: within the tolerance
+            (59, &[8], Decision::Replay(Validity::Early)), // 09:58-09:59 ends at start − 60 s
+            (70, &[0], Decision::Replay(Validity::Expired)), // replayed 1 h 40 later
+        ];
+        let mut reads = Reads::new();
+        for (window, offsets, want) in cases {
+            let s = Sighting::new(1, window, short, offsets);
+            assert_eq!(
+                reads.add(&s.observation(), &[key()], &settings),
+                want,
+                "window {window} minutes {offsets:?}"
+            );
+        }
+        assert_eq!(
+            reads.outcomes(),
+            Outcomes {
+                used: 4,
+                replays: 4,
+                ..Outcomes::default()
+            }
+        );
+        let p = reads.finish();
+        assert_eq!(
+            p.reads(),
+            5,
+            "10:00, 10:05, 10:14, 10:15, 09:59: replays left out"
+        );
+    }
+
+    /// A TempID under another key, or with any byte altered, is undecryptable; with several
+    /// keys (a rotation) each is tried; another organisation's TempID is not used even when it
+    /// decrypts; an empty organisation list takes any.
+    #[test]
+    fn wrong_key_tampered_and_wrong_org() {
+        let settings = PresenceSettings::default();
+        let other = TempIdKey::new(&[8; 32]);
+        let good = tempid(uid(1));
+        let by_other = other.encrypt(&uid(2), DAY_S as i32, DAY_S as i32 + 86_400, &[2; 16]);
+        let mut tag = *good.as_bytes();
+        tag[TempId::LEN - 1] ^= 1;
+        let mut body = *good.as_bytes();
+        body[3] ^= 0x80;
+        let decide_with = |tempid: TempId, org: &'static str, keys: &[TempIdKey]| {
+            let mut s = Sighting::new(1, 60, tempid, &[0]);
+            s.org = org;
+            decide(&s.observation(), keys, &settings)
+        };
+        assert_eq!(decide_with(good, "MAR", &[key()]), Decision::Used(uid(1)));
+        assert_eq!(
+            decide_with(by_other, "MAR", &[key()]),
+            Decision::Undecryptable
+        );
+        assert_eq!(
+            decide_with(by_other, "MAR", &[key(), other.clone()]),
+            Decision::Used(uid(2)),
+            "the second key of a rotation"
+        );
+        assert_eq!(
+            decide_with(TempId::from_bytes(tag), "MAR", &[key()]),
+            Decision::Undecryptable
+        );
+        assert_eq!(
+            decide_with(TempId::from_bytes(body), "MAR", &[key()]),
+            Decision::Undecryptable
+        );
+        assert_eq!(decide_with(good, "MAR", &[]), Decision::Undecryptable);
+        assert_eq!(decide_with(good, "SG_MOH", &[key()]), Decision::WrongOrg);
+        let any = PresenceSettings {
+            orgs: Vec::new(),
+            ..PresenceSettings::default()
+        };
+        let s = Sighting {
+            org: "SG_MOH",
+            ..Sighting::new(1, 60, good, &[0])
+        };
+        assert_eq!(
+            decide(&s.observation(), &[key()], &any),
+            Decision::Used(uid(1))
+        );
+
+        let mut reads = Reads::new();
+        for (tempid, org) in [(good, "MAR"), (by_other, "MAR"), (good, "XX")] {
+            let mut s = Sighting::new(1, 60, tempid, &[0]);
+            s.org = org;
+            reads.add(&s.observation(), &[key()], &settings);
+        }
+        let outcomes = reads.outcomes();
+        assert_eq!(
+            (
+                outcomes.used,
+                outcomes.undecryptable,
+                outcomes.wrong_org,
+                outcomes.not_used()
+            ),
+            (1, 1, 1, 2)
+        );
+    }
+
+    /// Venue-hours count distinct cases present and distinct others present with a case, per
+    /// venue and hour; a UID read by two gateways or under two TempIDs is one; a registered
+    /// case present with another case in its period counts as a case, not a contact.
+    #[test]
+    fn venue_hour_counts() {
+        let settings = PresenceSettings::default();
+        let mut sightings = visit(1, uid(1), 630, 700, 2); // case A: 10:30-11:39 at venue 1
+        sightings.extend(visit(1, uid(2), 640, 650, 2)); // with A at 10:40
+        sightings.extend(visit(1, uid(2), 640, 650, 3)); // again (another gateway)
+        sightings.extend(visit(1, uid(3), 670, 680, 2)); // with A at 11:10
+        sightings.extend(visit(1, uid(4), 664, 674, 2)); // case B, 11:04, with A
+        sightings.extend(visit(2, uid(3), 800, 810, 2)); // venue 2, no case there
+        let p = presences_of(&sightings, &settings);
+        let whole_day = |u| Case {
+            uid: uid(u),
+            from_s: at(0),
+            to_s: at(1440),
+        };
+        let hours = p.venue_hours(&[whole_day(1), whole_day(4)], &settings);
+        assert_eq!(
+            hours,
+            [
+                VenueHour {
+                    venue: 1,
+                    hour_start_s: at(600),
+                    cases: 1,
+                    contacts: 1
+                },
+                VenueHour {
+                    venue: 1,
+                    hour_start_s: at(660),
+                    cases: 2,
+                    contacts: 1
+                },
+            ]
+        );
+        // With only A registered, B is a contact in the 11:00 hour.
+        let hours = p.venue_hours(&[whole_day(1)], &settings);
+        assert_eq!(
+            hours
+                .iter()
+                .map(|h| (h.cases, h.contacts))
+                .collect::<Vec<_>>(),
+            [(1, 1), (1, 2)]
+        );
+        // A case whose period ends at 10:45 is counted until then only.
+        let short = Case {
+            to_s: at(645),
+            ..whole_day(1)
+        };
+        let hours = p.venue_hours(&[short], &settings);
+        assert_eq!(
+            hours
+                .iter()
+                .map(|h| (h.hour_start_s, h.cases, h.contacts))
+                .collect::<Vec<_>>(),
+            [(at(600), 1, 1)]
+        );
+        assert_eq!(p.uids(), 4);
+    }
+}
