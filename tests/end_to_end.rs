@@ -2,7 +2,8 @@
 //! gateways simulate a city's venues (`--source sim`), the authority ingests their sealed
 //! batches, a key server's signed export of the infected phones' TEKs is imported, and
 //! `exposures` lists the venue-hours where those phones were — checked against the
-//! simulation's ground truth.
+//! simulation's ground truth. A second scenario does the same for Wiqaytna (BlueTrace): TempIDs
+//! read by the gateways, decrypted by the authority, contacts of registered cases.
 
 mod common;
 
@@ -15,7 +16,7 @@ use venuetrace::crypto::{Enin, RollingPeriod, Tek};
 use venuetrace::export::{
     DiagnosisKey, ExportContents, ExportSigner, ReportType, SignatureInfo, write_export_zip,
 };
-use venuetrace::sim::{GroundTruth, PhoneKind};
+use venuetrace::sim::{City, GroundTruth, PhoneKind, PhoneTruth, SimConfig};
 
 const GW: &str = env!("CARGO_BIN_EXE_venuetrace-gateway");
 const AUTH: &str = env!("CARGO_BIN_EXE_venuetrace-authority");
@@ -385,5 +386,221 @@ fn simulated_city_exposures_match_ground_truth() {
     assert!(
         csv.starts_with("hour,venue,kind,events,infectious_keys"),
         "{csv}"
+    );
+}
+
+/// Wiqaytna end to end: the gateways read the simulated BlueTrace phones' TempIDs (as over
+/// GATT) and seal them in their batches; the authority holds the simulated OpenTrace backend's
+/// key. Every infected BlueTrace phone is registered as a case; its identified contacts equal
+/// the ground truth's (visits overlapping at a venue), each use is audited, and the venue
+/// report counts BlueTrace cases beside GAEN.
+#[test]
+fn bluetrace_contacts_match_ground_truth() {
+    let broker = Broker::start();
+    let venues = ["souk-1", "bus-station-1"];
+    let seed = 23;
+    let files = tempfile::tempdir().expect("tempdir");
+    let city = files.path().join("city.json");
+    std::fs::write(
+        &city,
+        serde_json::json!({
+            "seed": seed, "hours": 3.0, "phones": 300, "bluetrace_share": 0.6,
+            "infected_share": 0.1, "day_curve": false,
+            "venues": [
+                {"id": "souk-1", "kind": "souk", "arrivals_per_hour": 80.0, "mean_dwell_minutes": 25.0},
+                {"id": "bus-station-1", "kind": "bus_station", "arrivals_per_hour": 100.0, "mean_dwell_minutes": 10.0}
+            ]
+        })
+        .to_string(),
+    )
+    .expect("city");
+    // The simulated backend's key depends only on the seed.
+    let key = City::new(&SimConfig {
+        seed,
+        ..SimConfig::default()
+    })
+    .expect("city")
+    .ground_truth()
+    .bluetrace_key;
+    let key_file = files.path().join("tempid.key");
+    std::fs::write(&key_file, format!("{key}\n")).expect("key");
+    let delivered = deliver_city(
+        &broker,
+        &venues,
+        &format!(
+            "[bluetrace]\nkey_files = [\"{}\"]\nidentify_contacts = true\n",
+            key_file.display()
+        ),
+        &format!("city = \"{}\"", city.display()),
+        "[bluetrace]\ncollect_tempids = true\n",
+        16..=18,
+    );
+    let (d, c) = (delivered.dir(), delivered.config());
+    let truth: GroundTruth =
+        serde_json::from_slice(&std::fs::read(d.join("souk-1").join("truth.json")).expect("truth"))
+            .expect("parses");
+    let time = |s: u64| {
+        jiff::Timestamp::from_second(s as i64)
+            .expect("time")
+            .to_string()
+    };
+    let (from, to) = (time(truth.start_unix_s), time(truth.end_unix_s));
+    let cases: Vec<&PhoneTruth> = truth
+        .phones
+        .iter()
+        .filter(|p| p.infected && p.kind == PhoneKind::Bluetrace)
+        .collect();
+    assert!(cases.len() >= 3, "{} BlueTrace cases", cases.len());
+    for case in &cases {
+        let uid = case.uid.as_deref().expect("uid");
+        run(
+            AUTH,
+            &[
+                "bluetrace",
+                "cases",
+                "add",
+                uid,
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "-c",
+                c,
+            ],
+        );
+    }
+
+    // Found contacts, per case.
+    let mut found: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for case in &cases {
+        let uid = case.uid.as_deref().expect("uid");
+        let rows: serde_json::Value = serde_json::from_str(&run(
+            AUTH,
+            &[
+                "bluetrace",
+                "contacts",
+                "--uid",
+                uid,
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "--operator",
+                "e2e-test",
+                "--format",
+                "json",
+                "-c",
+                c,
+            ],
+        ))
+        .expect("json");
+        for row in rows.as_array().expect("array") {
+            found.insert((
+                uid.to_owned(),
+                row["venue"].as_str().expect("venue").to_owned(),
+                row["contact_uid"].as_str().expect("contact").to_owned(),
+            ));
+        }
+    }
+    let audit = std::fs::read_to_string(d.join("bluetrace-audit.jsonl")).expect("audit log");
+    assert_eq!(
+        audit.lines().count(),
+        cases.len(),
+        "one audit record per query"
+    );
+
+    // Against the ground truth: every pair whose visits overlapped by a minute or more is
+    // found; anything else found is a pair that came within the presence margin (a visit
+    // ending minutes before the other began), never a pair apart by more.
+    let expected = truth.bluetrace_contacts();
+    let strong: BTreeSet<(String, String, String)> = expected
+        .iter()
+        .filter(|c| c.overlap_s >= 60)
+        .map(|c| (c.case_uid.clone(), c.venue.clone(), c.contact_uid.clone()))
+        .collect();
+    assert!(
+        strong.len() >= 10,
+        "{} contacts in the ground truth",
+        strong.len()
+    );
+    eprintln!(
+        "{} cases: {} contacts overlapping ≥ 1 min in the ground truth ({} any overlap), {} found",
+        cases.len(),
+        strong.len(),
+        expected.len(),
+        found.len()
+    );
+    let missed: Vec<_> = strong.difference(&found).collect();
+    assert!(missed.is_empty(), "contacts not found: {missed:?}");
+    let visits = |uid: &str, venue: &str| -> Vec<(u64, u64)> {
+        truth
+            .phones
+            .iter()
+            .filter(|p| p.uid.as_deref() == Some(uid))
+            .flat_map(|p| &p.visits)
+            .filter(|v| v.venue == venue)
+            .map(|v| (v.arrive_unix_s, v.leave_unix_s))
+            .collect()
+    };
+    for (case, venue, contact) in found.difference(&strong) {
+        let gap = visits(case, venue)
+            .iter()
+            .flat_map(|a| visits(contact, venue).into_iter().map(move |b| (*a, b)))
+            .map(|((a0, a1), (b0, b1))| a0.max(b0).saturating_sub(a1.min(b1)))
+            .min()
+            .expect("both visited the venue");
+        assert!(
+            gap <= 6 * 60,
+            "{contact} found {gap} s away from case {case} at {venue}"
+        );
+    }
+
+    // The venue report: BlueTrace cases counted in every venue-hour a case was present.
+    let report: serde_json::Value =
+        serde_json::from_str(&run(AUTH, &["exposures", "--format", "json", "-c", c]))
+            .expect("json");
+    let with_cases: BTreeSet<(String, i64)> = report
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|r| r["bt_cases"].as_u64().unwrap_or(0) > 0)
+        .map(|r| {
+            (
+                r["venue"].as_str().expect("venue").to_owned(),
+                r["hour_start_unix_s"].as_i64().expect("hour"),
+            )
+        })
+        .collect();
+    // A case is in every hour its visit surely covers (reads start seconds after arrival and
+    // come every ~100 s), and in no hour farther than the presence margin from a visit.
+    let hours = |margin_s: i64| -> BTreeSet<(String, i64)> {
+        cases
+            .iter()
+            .flat_map(|p| &p.visits)
+            .filter_map(|v| {
+                let (from, to) = (
+                    v.arrive_unix_s as i64 - margin_s,
+                    v.leave_unix_s as i64 + margin_s,
+                );
+                (from < to).then(|| {
+                    (from.div_euclid(3600)..=(to - 1).div_euclid(3600))
+                        .map(|h| (v.venue.clone(), h * 3600))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .flatten()
+            .collect()
+    };
+    let (surely, at_most) = (hours(-120), hours(300));
+    assert!(!surely.is_empty());
+    let missed: Vec<_> = surely.difference(&with_cases).collect();
+    assert!(
+        missed.is_empty(),
+        "venue-hours with a case not counted: {missed:?}"
+    );
+    let extra: Vec<_> = with_cases.difference(&at_most).collect();
+    assert!(
+        extra.is_empty(),
+        "venue-hours counted without a case: {extra:?}"
     );
 }
