@@ -1289,7 +1289,73 @@ pub struct BluetraceContact {
     pub overlap_s: u64,
 }
 
+/// A venue-hour where an infected BlueTrace phone was present.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BluetraceVenueHour {
+    /// Venue id.
+    pub venue: String,
+    /// Start of the UTC hour, Unix seconds.
+    pub hour_start_unix_s: u64,
+    /// Distinct infected BlueTrace phones present in that hour.
+    pub cases: usize,
+    /// Distinct other BlueTrace phones whose visit overlaps an infected one's presence within
+    /// that hour.
+    pub contacts: usize,
+}
+
 impl GroundTruth {
+    /// Every (venue, hour) where an infected BlueTrace phone was present, with its distinct
+    /// co-present BlueTrace phones (visits overlapping the infected phone's visit clipped to
+    /// the hour, half-open). Sorted by venue, hour. What the authority's `bt_cases` and
+    /// `bt_contacts` estimate once the infected phones are registered as cases.
+    pub fn bluetrace_venue_hours(&self) -> Vec<BluetraceVenueHour> {
+        let mut at_venue: BTreeMap<&str, Vec<(u32, bool, &VisitTruth)>> = BTreeMap::new();
+        for phone in self
+            .phones
+            .iter()
+            .filter(|p| p.kind == PhoneKind::Bluetrace)
+        {
+            for visit in &phone.visits {
+                at_venue.entry(visit.venue.as_str()).or_default().push((
+                    phone.id,
+                    phone.infected,
+                    visit,
+                ));
+            }
+        }
+        type Sets = (BTreeSet<u32>, BTreeSet<u32>);
+        let mut hours: BTreeMap<(&str, u64), Sets> = BTreeMap::new();
+        for (venue, visits) in &at_venue {
+            for &(case, infected, cv) in visits {
+                if !infected {
+                    continue;
+                }
+                for hour in cv.arrive_unix_s / 3600..=(cv.leave_unix_s - 1) / 3600 {
+                    let (from, to) = (
+                        cv.arrive_unix_s.max(hour * 3600),
+                        cv.leave_unix_s.min(hour * 3600 + 3600),
+                    );
+                    let (cases, contacts) = hours.entry((venue, hour * 3600)).or_default();
+                    cases.insert(case);
+                    for &(other, _, ov) in visits {
+                        if other != case && ov.arrive_unix_s < to && from < ov.leave_unix_s {
+                            contacts.insert(other);
+                        }
+                    }
+                }
+            }
+        }
+        hours
+            .into_iter()
+            .map(|((venue, hour), (cases, contacts))| BluetraceVenueHour {
+                venue: venue.to_owned(),
+                hour_start_unix_s: hour,
+                contacts: contacts.difference(&cases).count(),
+                cases: cases.len(),
+            })
+            .collect()
+    }
+
     /// Every pair (infected BlueTrace phone, other BlueTrace phone) whose visits to a venue
     /// overlap (half-open intervals), per venue, with the overlap summed over visits; sorted.
     /// What a health team's BlueTrace contact list should hold.
@@ -1926,6 +1992,54 @@ mod tests {
             }
         }
         assert!(reads > 100, "{reads} reads");
+    }
+
+    /// BlueTrace venue-hours: cases per hour of their visits, contacts overlapping within the
+    /// hour (a case co-present with another case counts as a case, not a contact).
+    #[test]
+    fn bluetrace_venue_hours_count_cases_and_contacts() {
+        let h = 1_748_851_200u64; // an hour boundary
+        let visit = |venue: &str, from_min: u64, to_min: u64| VisitTruth {
+            venue: venue.into(),
+            arrive_unix_s: h + from_min * 60,
+            leave_unix_s: h + to_min * 60,
+            mean_distance_m: 2.0,
+        };
+        let phone =
+            |id: u32, kind: PhoneKind, infected: bool, visits: Vec<VisitTruth>| PhoneTruth {
+                id,
+                kind,
+                infected,
+                model: "m".to_owned(),
+                tx_power_dbm: -10,
+                teks: vec![],
+                uid: (kind == PhoneKind::Bluetrace).then(|| format!("uid{id}")),
+                visits,
+            };
+        use PhoneKind::{Bluetrace, Gaen};
+        let truth = GroundTruth {
+            seed: 0,
+            start_unix_s: h,
+            end_unix_s: h + 7200,
+            venues: vec!["a".into()],
+            arrivals_without_free_phone: 0,
+            bluetrace_key: String::new(),
+            phones: vec![
+                phone(0, Bluetrace, true, vec![visit("a", 50, 70)]),
+                phone(1, Bluetrace, false, vec![visit("a", 40, 55)]), // hour 0 only
+                phone(2, Bluetrace, false, vec![visit("a", 65, 90)]), // hour 1 only
+                phone(3, Gaen, false, vec![visit("a", 50, 70)]),      // not BlueTrace
+                phone(4, Bluetrace, true, vec![visit("a", 68, 80)]),  // a second case
+                phone(5, Bluetrace, false, vec![visit("a", 70, 75)]), // after case 0 left
+            ],
+        };
+        let hours: Vec<(u64, usize, usize)> = truth
+            .bluetrace_venue_hours()
+            .iter()
+            .map(|v| (v.hour_start_unix_s - h, v.cases, v.contacts))
+            .collect();
+        // Hour 0: case 0, contact 1. Hour 1: cases 0 and 4, contacts 2 and 5 (of case 4).
+        assert_eq!(hours, [(0, 1, 1), (3600, 2, 2)]);
     }
 
     /// The ground truth's contacts are the overlapping visits of infected BlueTrace phones.

@@ -78,7 +78,8 @@ fn chromium(page: &Path, args: &[&str], profile: &Path) -> String {
 
 /// The demo at a small size (2 venues, 300 phones, 4 h, seed 7) with `--json --html`: stdout
 /// is one JSON object whose figures are computed against the ground truth: recall 1,
-/// precision ≥ 0.95 over a non-empty set of exposed venue-hours, every sealed batch
+/// precision ≥ 0.95 over a non-empty set of exposed venue-hours, BlueTrace cases found in
+/// every venue-hour they were in, every sealed batch
 /// delivered, none lost or quarantined; progress went to stderr. Its page, rendered by
 /// headless Chromium, shows both venues in the heat map, and its screenshot is a real image.
 #[test]
@@ -88,7 +89,17 @@ fn small_demo_finds_every_exposure_and_its_page_shows_the_venues() {
     let started = Instant::now();
     let out = Command::new(DEMO)
         .args([
-            "--seed", "7", "--venues", "2", "--phones", "300", "--hours", "4", "--json",
+            "--seed",
+            "7",
+            "--venues",
+            "2",
+            "--phones",
+            "300",
+            "--hours",
+            "4",
+            "--infected-share",
+            "0.08",
+            "--json",
         ])
         .arg("--html")
         .arg(&page)
@@ -120,6 +131,16 @@ fn small_demo_finds_every_exposure_and_its_page_shows_the_venues() {
     assert_eq!(report["recall"].as_f64(), Some(1.0), "{exposed}");
     let precision = report["precision"].as_f64().expect("precision");
     assert!(precision >= 0.95, "precision {precision}: {exposed}");
+    // Wiqaytna: the diagnosed BlueTrace phones, registered as cases, are found in every
+    // venue-hour they were in (and at most the hour before, within the presence margin).
+    let bt = &report["bluetrace"];
+    assert!(bt["cases_registered"].as_u64().expect("cases") > 0, "{bt}");
+    assert!(
+        bt["venue_hours"]["truly_exposed"].as_u64().expect("count") > 0,
+        "{bt}"
+    );
+    assert_eq!(bt["recall"].as_f64(), Some(1.0), "{bt}");
+    assert!(bt["precision"].as_f64().expect("precision") >= 0.7, "{bt}");
     let delivery = &report["delivery"];
     let sealed = delivery["sealed"].as_u64().expect("sealed");
     assert!(sealed >= 2 * 20, "4 h = 24 windows per gateway: {delivery}");

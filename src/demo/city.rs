@@ -176,6 +176,8 @@ pub fn config(choice: &CityChoice, start_unix_s: u64) -> SimConfig {
         infected_share: choice.infected_share,
         hours: choice.hours,
         start_unix_s,
+        // The gateways read the Wiqaytna phones' TempIDs (bluetrace.collect_tempids).
+        bluetrace_reads: true,
         ..SimConfig::default()
     }
 }

@@ -314,10 +314,16 @@ pub(super) fn demo(cli: &Cli, stop: &Stop) -> Result<(), DemoError> {
             "[authority]\nstate_dir = {dir}\nprivate_key = \"authority.key\"\n\
              database = \"authority.sqlite\"\ntimezone = \"UTC\"\n\
              [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"venuetrace-demo-authority\"\n\
-             [keys]\nallow_unsigned = false\n[http]\nlisten = \"\"\n[log]\nformat = \"json\"\n",
+             [keys]\nallow_unsigned = false\n[http]\nlisten = \"\"\n[log]\nformat = \"json\"\n\
+             [bluetrace]\nkey_files = [\"tempid.key\"]\n",
             dir = toml_str(path_str(&auth_dir)?),
             port = broker.port()
         ),
+    )?;
+    // The OpenTrace backend's TempID key, as the health ministry would hand it over.
+    write_file(
+        &auth_dir.join("tempid.key"),
+        format!("{}\n", truth.bluetrace_key),
     )?;
     let c = path_str(&auth_config)?;
     let auth_public = public_key(
@@ -365,7 +371,8 @@ pub(super) fn demo(cli: &Cli, stop: &Stop) -> Result<(), DemoError> {
                  [authority]\npublic_key = {key}\n[scan]\nsource = \"sim\"\n\
                  [sim]\nspeed = 0.0\ncity = {city}\n\
                  [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n\
-                 resend_initial_seconds = 2\nresend_max_seconds = 10\n[log]\nformat = \"json\"\n",
+                 resend_initial_seconds = 2\nresend_max_seconds = 10\n[log]\nformat = \"json\"\n\
+                 [bluetrace]\ncollect_tempids = true\n",
                 id = toml_str(&id),
                 venue = toml_str(&venue.id),
                 dir = toml_str(path_str(&dir)?),
@@ -556,6 +563,49 @@ pub(super) fn demo(cli: &Cli, stop: &Stop) -> Result<(), DemoError> {
             v.as_array()
                 .map(|files| files.iter().filter_map(|f| f["new"].as_u64()).sum::<u64>())
         });
+    // The health ministry registers its diagnosed Wiqaytna users as cases, for the whole day.
+    let bluetrace_cases: Vec<&str> = truth
+        .phones
+        .iter()
+        .filter(|p| p.infected && p.kind == PhoneKind::Bluetrace)
+        .filter_map(|p| p.uid.as_deref())
+        .collect();
+    let (from, to) = (
+        jiff::Timestamp::from_second(truth.start_unix_s as i64)
+            .map_err(|e| DemoError::Output {
+                what: "the simulated day's start".into(),
+                detail: e.to_string(),
+            })?
+            .to_string(),
+        jiff::Timestamp::from_second(truth.end_unix_s as i64)
+            .map_err(|e| DemoError::Output {
+                what: "the simulated day's end".into(),
+                detail: e.to_string(),
+            })?
+            .to_string(),
+    );
+    for uid in &bluetrace_cases {
+        command(
+            &authority_bin,
+            &[
+                "bluetrace",
+                "cases",
+                "add",
+                uid,
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "-c",
+                c,
+            ],
+            stop,
+        )?;
+    }
+    progress.say(&format!(
+        "health ministry: {} diagnosed Wiqaytna users registered as BlueTrace cases",
+        bluetrace_cases.len()
+    ));
     let exposures = command(
         &authority_bin,
         &["exposures", "--format", "json", "-c", c],
@@ -595,6 +645,7 @@ pub(super) fn demo(cli: &Cli, stop: &Stop) -> Result<(), DemoError> {
         keys_exported,
         keys_imported,
         gateways_started_ms,
+        bluetrace_cases: bluetrace_cases.len(),
     });
     lap("report", &mut timings);
     report.timings = timings

@@ -543,6 +543,7 @@ mod tests {
                 co_present_all: Some(20),
                 infected_phones: Some(1),
             }],
+            bluetrace: Default::default(),
             timings: Vec::new(),
             html: None,
         }

@@ -19,13 +19,22 @@
 //!   relative error (over hours with at least one true visitor) and the error of the totals.
 //!   BlueTrace phones are counted in the truth's `co_present_all` for information only: they
 //!   carry no identifier a gateway could count.
+//! - BlueTrace (Wiqaytna): the infected BlueTrace phones are registered as cases for the
+//!   whole day; a venue-hour *truly has a case* when one of them was there during that hour
+//!   ([`GroundTruth::bluetrace_venue_hours`]), and is *reported* when `exposures` gives it
+//!   `bt_cases` > 0. Recall and precision as above (the authority widens each presence by a
+//!   2-minute margin, so a case arriving just after an hour began may also be counted in the
+//!   hour before). Contacts compare `bt_contacts` with the truth's distinct co-present
+//!   BlueTrace phones, in total over the venue-hours both found.
+//! - GAEN rows are those of `exposures` with an infectious key (`infectious_keys` > 0): the
+//!   report also lists venue-hours that only BlueTrace cases make.
 //! - Delivery, per gateway: *sealed* = batches its outbox ever committed (next sequence − 1),
 //!   *delivered* = distinct batches of those the authority stored, *lost* = sealed − delivered,
 //!   *left* = still in the outbox, unreceipted. *Duplicates* are envelopes the authority
 //!   received again after storing them (it receipts them again and stores nothing).
 //!   *Delay* = stored at the authority − sealed at the gateway, wall-clock milliseconds.
 
-use crate::sim::{ExposedVenueHour, GroundTruth, PhoneKind, SimConfig};
+use crate::sim::{BluetraceVenueHour, ExposedVenueHour, GroundTruth, PhoneKind, SimConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Write};
@@ -48,6 +57,12 @@ pub struct FoundHour {
     pub total_score: f64,
     /// Estimated GAEN phones co-present with an infectious one.
     pub co_present_visitors: u64,
+    /// BlueTrace cases present (0 when none are registered).
+    #[serde(default)]
+    pub bt_cases: u64,
+    /// Other BlueTrace UIDs co-present with a case.
+    #[serde(default)]
+    pub bt_contacts: u64,
 }
 
 /// One batch the authority stored, as its store records it.
@@ -116,6 +131,8 @@ pub struct Facts<'a> {
     pub keys_imported: Option<u64>,
     /// When the gateways were started, Unix ms (origin of the delivery timeline).
     pub gateways_started_ms: i64,
+    /// BlueTrace cases registered at the authority.
+    pub bluetrace_cases: usize,
 }
 
 /// The demo's findings. Serialized as the `--json` object.
@@ -153,10 +170,65 @@ pub struct Report {
     pub delivery: Delivery,
     /// Every venue-hour that was truly exposed or reported, by hour then venue order.
     pub venue_hours: Vec<VenueHourRow>,
+    /// BlueTrace (Wiqaytna) cases and contacts against the truth.
+    pub bluetrace: BluetraceFigures,
     /// Wall-clock time per phase.
     pub timings: Vec<Phase>,
     /// The HTML page written, if any.
     pub html: Option<String>,
+}
+
+/// BlueTrace venue-hours with a case, found against the truth.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BluetraceFigures {
+    /// Infected BlueTrace phones registered as cases.
+    pub cases_registered: usize,
+    /// Venue-hours with a case: truth against `bt_cases` > 0.
+    pub venue_hours: Confusion,
+    /// found / truly with a case.
+    pub recall: Option<f64>,
+    /// found / reported.
+    pub precision: Option<f64>,
+    /// Over the venue-hours found: the authority's `bt_contacts`, summed.
+    pub contacts_found: u64,
+    /// Over the same venue-hours: the truth's distinct co-present BlueTrace phones, summed.
+    pub contacts_true: u64,
+}
+
+/// Compares the BlueTrace venue-hours of the truth with the rows that report a case.
+pub fn compare_bluetrace(
+    truth: &[BluetraceVenueHour],
+    found: &[FoundHour],
+    cases_registered: usize,
+) -> BluetraceFigures {
+    let truth_by: HashMap<(&str, i64), &BluetraceVenueHour> = truth
+        .iter()
+        .map(|t| ((t.venue.as_str(), t.hour_start_unix_s as i64), t))
+        .collect();
+    let reported: Vec<&FoundHour> = found.iter().filter(|f| f.bt_cases > 0).collect();
+    let mut figures = BluetraceFigures {
+        cases_registered,
+        venue_hours: Confusion {
+            truly_exposed: truth.len(),
+            reported: reported.len(),
+            ..Confusion::default()
+        },
+        ..BluetraceFigures::default()
+    };
+    for f in reported {
+        match truth_by.get(&(f.venue.as_str(), f.hour_start_unix_s)) {
+            Some(t) => {
+                figures.venue_hours.found += 1;
+                figures.contacts_found += f.bt_contacts;
+                figures.contacts_true += t.contacts as u64;
+            }
+            None => figures.venue_hours.false_alarms += 1,
+        }
+    }
+    let c = &mut figures.venue_hours;
+    c.missed = c.truly_exposed - c.found;
+    (figures.recall, figures.precision) = recall_precision(&figures.venue_hours);
+    figures
 }
 
 /// One venue of the demo.
@@ -542,8 +614,19 @@ pub fn build(facts: &Facts<'_>) -> Report {
     let truth = facts.truth;
     let venue_order: Vec<String> = facts.config.venues.iter().map(|v| v.id.clone()).collect();
     let exposed = truth.exposed_venue_hours();
+    let gaen_rows: Vec<FoundHour> = facts
+        .found
+        .iter()
+        .filter(|f| f.infectious_keys > 0)
+        .cloned()
+        .collect();
     let (venue_hours, confusion, visitors) =
-        compare(&exposed, facts.found, facts.kinds, &venue_order);
+        compare(&exposed, &gaen_rows, facts.kinds, &venue_order);
+    let bluetrace = compare_bluetrace(
+        &truth.bluetrace_venue_hours(),
+        facts.found,
+        facts.bluetrace_cases,
+    );
     let (recall, precision) = recall_precision(&confusion);
 
     let mut visits: HashMap<&str, (usize, usize)> = HashMap::new();
@@ -616,6 +699,7 @@ pub fn build(facts: &Facts<'_>) -> Report {
             facts.gateways_started_ms,
         ),
         venue_hours,
+        bluetrace,
         timings: Vec::new(),
         html: None,
     }
@@ -713,6 +797,33 @@ pub fn write_text(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         v.total_estimate,
         v.total_true,
         percent(v.total_relative_error)
+    )?;
+    let b = &r.bluetrace;
+    writeln!(
+        out,
+        "  BlueTrace (Wiqaytna; TempIDs read by the gateways, {} diagnosed users registered as cases):",
+        b.cases_registered
+    )?;
+    writeln!(
+        out,
+        "    venue-hours with a case: {} true, {} reported: {} found, {} missed, {} false alarms; \
+         recall {}   precision {}",
+        b.venue_hours.truly_exposed,
+        b.venue_hours.reported,
+        b.venue_hours.found,
+        b.venue_hours.missed,
+        b.venue_hours.false_alarms,
+        fixed(b.recall, 3),
+        fixed(b.precision, 3)
+    )?;
+    let excess = (b.contacts_true > 0)
+        .then(|| (b.contacts_found as f64 - b.contacts_true as f64) / b.contacts_true as f64);
+    writeln!(
+        out,
+        "    co-present BlueTrace contacts over those venue-hours: {} counted vs {} true ({})",
+        b.contacts_found,
+        b.contacts_true,
+        percent(excess)
     )?;
     writeln!(out)?;
     let d = &r.delivery;
@@ -813,7 +924,52 @@ mod tests {
             max_score: 900.0,
             total_score: 1200.0,
             co_present_visitors: co,
+            bt_cases: 0,
+            bt_contacts: 0,
         }
+    }
+
+    /// BlueTrace venue-hours: found when `bt_cases` > 0 at a true hour, false alarms
+    /// elsewhere, missed otherwise; contacts summed over the found ones; GAEN-free rows do not
+    /// count as GAEN exposure.
+    #[test]
+    fn bluetrace_figures() {
+        let t = |venue: &str, hour: i64, contacts| BluetraceVenueHour {
+            venue: venue.into(),
+            hour_start_unix_s: hour as u64,
+            cases: 1,
+            contacts,
+        };
+        let bt = |venue: &str, hour: i64, cases, contacts| FoundHour {
+            exposure_events: 0,
+            infectious_keys: 0,
+            bt_cases: cases,
+            bt_contacts: contacts,
+            ..found(venue, hour, 0)
+        };
+        let figures = compare_bluetrace(
+            &[t("a", H, 4), t("b", H, 2), t("a", H + 3600, 3)],
+            &[
+                bt("a", H, 1, 5),
+                found("b", H, 2),
+                bt("b", H + 7200, 1, 1),
+                bt("a", H + 3600, 2, 3),
+            ],
+            2,
+        );
+        assert_eq!(
+            figures.venue_hours,
+            Confusion {
+                truly_exposed: 3,
+                reported: 3,
+                found: 2,
+                missed: 1,
+                false_alarms: 1,
+            }
+        );
+        assert_eq!((figures.contacts_found, figures.contacts_true), (8, 7));
+        assert_eq!(figures.cases_registered, 2);
+        assert_eq!(figures.recall, Some(2.0 / 3.0));
     }
 
     fn kinds() -> BTreeMap<String, String> {
