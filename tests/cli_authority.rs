@@ -4,6 +4,7 @@
 //! audited first), retention, and the store's migration from schema version 1.
 
 mod common;
+use common::tempid_ref;
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -365,28 +366,6 @@ fn at(hour: i64, minute: i64) -> i64 {
 fn key_b64() -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode([0x5Au8; 32])
-}
-
-/// Runs the independent reference implementation (`tests/common/tempid_ref.py`, OpenSSL
-/// through Python's `cryptography`).
-fn tempid_ref(args: &[&str]) -> String {
-    let out = Command::new("/usr/bin/python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/common/tempid_ref.py"
-        ))
-        .args(args)
-        .output()
-        .expect("/usr/bin/python3 runs (scripts/test installs python3-cryptography)");
-    assert!(
-        out.status.success(),
-        "tempid_ref.py {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("UTF-8")
-        .trim()
-        .to_owned()
 }
 
 /// The people of the scenario: UIDs and TempIDs made by the reference implementation once per
