@@ -353,6 +353,17 @@ pub async fn run_bluez(
         .gatt
         .clone()
         .map(|g| GattReader::new(g, &opts.bluetrace_uuids));
+    if gatt.is_some() {
+        let main_conf = std::fs::read_to_string(super::gatt::BLUEZ_MAIN_CONF).ok();
+        if super::gatt::bluez_caches_unpaired_devices(main_conf.as_deref()) {
+            warn!(
+                file = super::gatt::BLUEZ_MAIN_CONF,
+                "bluetoothd caches the GATT database of every phone the gateway reads, on disk \
+                 under its address (/var/lib/bluetooth/*/cache/): set [GATT] Cache = yes there \
+                 and restart bluetooth (docs/operations.md, BlueTrace TempID collection)"
+            );
+        }
+    }
     health.gatt.set_enabled(gatt.is_some());
     let mut first = true;
     let mut last_failure: Option<String> = None;

@@ -49,6 +49,37 @@ use tracing::debug;
 /// link is up or gone; a hung bluetoothd must not hold shutdown.
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// bluetoothd's configuration file, where `[GATT] Cache` decides whether it writes the GATT
+/// database of the phones the gateway connects to (named by their address) to disk.
+pub const BLUEZ_MAIN_CONF: &str = "/etc/bluetooth/main.conf";
+
+/// bluetoothd's `[GATT] Cache` setting in `main_conf` (the text of `main.conf`): `"always"`
+/// (BlueZ's default, also when the key or the file is absent), `"yes"` or `"no"`, as written.
+pub fn bluez_gatt_cache(main_conf: Option<&str>) -> String {
+    let mut section = "";
+    let mut value = None;
+    for line in main_conf.unwrap_or("").lines().map(str::trim) {
+        if line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim();
+        } else if section == "GATT"
+            && let Some((key, v)) = line.split_once('=')
+            && key.trim() == "Cache"
+        {
+            value = Some(v.trim().to_owned());
+        }
+    }
+    value.unwrap_or_else(|| "always".to_owned())
+}
+
+/// Whether bluetoothd, configured by `main_conf`, writes the GATT database of unpaired devices
+/// it connects to (under `/var/lib/bluetooth/ADAPTER/cache/ADDRESS`): with `Cache = always`.
+pub fn bluez_caches_unpaired_devices(main_conf: Option<&str>) -> bool {
+    bluez_gatt_cache(main_conf).eq_ignore_ascii_case("always")
+}
+
 /// The rate cap's window.
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -523,6 +554,27 @@ async fn read_value(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// BlueZ caches every device unless `[GATT] Cache` says otherwise; other sections,
+    /// comments and spacing are handled.
+    #[test]
+    fn bluez_gatt_cache_setting() {
+        assert!(bluez_caches_unpaired_devices(None));
+        assert!(bluez_caches_unpaired_devices(Some(
+            "[General]\nName = gw\n"
+        )));
+        assert!(bluez_caches_unpaired_devices(Some(
+            "[GATT]\n#Cache = always\n# Cache = yes\n"
+        )));
+        assert!(!bluez_caches_unpaired_devices(Some(
+            "[General]\nCache = always\n[GATT]\n  Cache=yes  \n[LE]\n"
+        )));
+        assert!(!bluez_caches_unpaired_devices(Some("[GATT]\nCache = no\n")));
+        assert!(bluez_caches_unpaired_devices(Some(
+            "[GATT]\nCache = always\n"
+        )));
+        assert_eq!(bluez_gatt_cache(Some("[ GATT ]\nCache = yes")), "yes");
+    }
 
     fn opts(max_connections: usize, per_minute: usize) -> GattOptions {
         GattOptions {
