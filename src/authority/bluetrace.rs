@@ -294,12 +294,13 @@ pub fn note_without_keys(
     Ok(())
 }
 
-/// `bluetrace cases add`: registers (or changes) a case and recomputes the venue-hours.
+/// `bluetrace cases add`: registers (or updates) the cases `uids`, all with the period
+/// `[from_s, to_s)`, then recomputes the venue-hours once.
 #[allow(clippy::too_many_arguments)] // one call site; a struct adds nothing
 pub fn cases_add(
     store: &mut SqliteStore,
     config: &AuthorityConfig,
-    uid: Uid,
+    uids: &[Uid],
     from_s: i64,
     to_s: i64,
     label: Option<&str>,
@@ -309,25 +310,26 @@ pub fn cases_add(
     if from_s >= to_s {
         return Err(BluetraceError::Period);
     }
-    let new = store.upsert_case(&BluetraceCase {
-        uid,
-        from_s,
-        to_s,
-        label: label.map(str::to_owned),
-        added_ms: now_ms,
-    })?;
-    let summary = recompute_hours(store, &config.bluetrace)?;
     let tz = &config.authority.timezone;
-    writeln!(
-        out,
-        "{} case {} from {} to {}\n{}",
-        if new { "registered" } else { "updated" },
-        uid.to_base64(),
-        local(from_s, tz),
-        local(to_s, tz),
-        summary.line(&config.file)
-    )
-    .map_err(BluetraceError::Output)
+    let mut lines = String::new();
+    for uid in uids {
+        let new = store.upsert_case(&BluetraceCase {
+            uid: *uid,
+            from_s,
+            to_s,
+            label: label.map(str::to_owned),
+            added_ms: now_ms,
+        })?;
+        lines.push_str(&format!(
+            "{} case {} from {} to {}\n",
+            if new { "registered" } else { "updated" },
+            uid.to_base64(),
+            local(from_s, tz),
+            local(to_s, tz),
+        ));
+    }
+    let summary = recompute_hours(store, &config.bluetrace)?;
+    writeln!(out, "{lines}{}", summary.line(&config.file)).map_err(BluetraceError::Output)
 }
 
 /// `bluetrace cases remove`: removes a case and recomputes the venue-hours.

@@ -135,11 +135,12 @@ pub enum BluetraceCommand {
 /// `bluetrace cases` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CasesCommand {
-    /// Register a case (or change its period and label), then recompute the venue-hours.
+    /// Register cases (or change their period and label): one or more UIDs with the same
+    /// infectious period, then recompute the venue-hours once.
     Add {
-        /// The case's UID: the 28-character base64 form the BlueTrace backend keeps.
-        #[arg(value_parser = parse_uid)]
-        uid: Uid,
+        /// The cases' UIDs: the 28-character base64 form the BlueTrace backend keeps.
+        #[arg(value_parser = parse_uid, required = true, num_args = 1..)]
+        uids: Vec<Uid>,
         /// Infectious from (date or date-time, in the configured time zone unless an offset is
         /// given).
         #[arg(long)]

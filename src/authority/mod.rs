@@ -164,7 +164,7 @@ fn bluetrace_command(
         |store: &cli::StoreArgs| service::load_config(&store.config, store.database.as_deref());
     match command {
         B::Cases(C::Add {
-            uid,
+            uids,
             from,
             to,
             label,
@@ -180,7 +180,7 @@ fn bluetrace_command(
             bluetrace::cases_add(
                 &mut db,
                 &config,
-                uid,
+                &uids,
                 from_s,
                 to_s,
                 label.as_deref(),

@@ -584,23 +584,11 @@ pub(super) fn demo(cli: &Cli, stop: &Stop) -> Result<(), DemoError> {
             })?
             .to_string(),
     );
-    for uid in &bluetrace_cases {
-        command(
-            &authority_bin,
-            &[
-                "bluetrace",
-                "cases",
-                "add",
-                uid,
-                "--from",
-                &from,
-                "--to",
-                &to,
-                "-c",
-                c,
-            ],
-            stop,
-        )?;
+    if !bluetrace_cases.is_empty() {
+        let mut args = vec!["bluetrace", "cases", "add"];
+        args.extend(bluetrace_cases.iter().copied());
+        args.extend(["--from", &from, "--to", &to, "-c", c]);
+        command(&authority_bin, &args, stop)?;
     }
     progress.say(&format!(
         "health ministry: {} diagnosed Wiqaytna users registered as BlueTrace cases",
