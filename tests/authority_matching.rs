@@ -7,7 +7,7 @@ use venuetrace::advert::{Advert, DeviceAddress, ServiceUuid};
 use venuetrace::aggregate::{
     Aggregator, AggregatorConfig, Counters, MinuteRssi, Sighting, TempIdSighting,
 };
-use venuetrace::authority::bluetrace::HoursWatch;
+use venuetrace::authority::bluetrace::{HoursWatch, recompute_hours, recompute_hours_between};
 use venuetrace::authority::config::{self, BluetraceSettings};
 use venuetrace::authority::service::{MatchCache, match_store, match_store_cached};
 use venuetrace::authority::store::{BluetraceCase, ExposureFilter, SqliteStore, VenueHourView};
@@ -398,6 +398,134 @@ fn store_tempids(
     store.store_batch(&batch, &gateway, 0).expect("store");
 }
 
+/// `[bluetrace]` settings with the TempID key `[3; 32]` in a key file in `dir`, and that key.
+fn bluetrace_settings(dir: &std::path::Path) -> (BluetraceSettings, TempIdKey) {
+    use base64::Engine;
+    std::fs::write(
+        dir.join("tempid.key"),
+        base64::engine::general_purpose::STANDARD.encode([3u8; 32]),
+    )
+    .expect("key file");
+    std::fs::write(
+        dir.join("authority.toml"),
+        "[bluetrace]\nkey_files = [\"tempid.key\"]\n",
+    )
+    .expect("config");
+    let settings = config::load(&dir.join("authority.toml"), &[])
+        .expect("configuration")
+        .bluetrace;
+    (settings, TempIdKey::new(&[3; 32]))
+}
+
+/// Recomputing only a span's BlueTrace venue-hours gives exactly what recomputing everything
+/// gives for those hours; so the daemon's watch, recomputing only the span each new batch can
+/// change, ends with the full recompute's table. Random reads of 60 UIDs over a day (visits
+/// of 10 minutes to 2 hours, reads with gaps around the 15-minute presence gap), 4 frequent
+/// visitors as cases (two all day, two from a random moment for 3-10 hours), batches stored in
+/// random order, 300 random spans; six seeds.
+#[test]
+fn span_recompute_equals_full_recompute() {
+    for seed in 1..=6 {
+        span_scenario(seed);
+    }
+}
+
+fn span_scenario(seed: u64) {
+    use rand::{RngExt, SeedableRng, seq::SliceRandom};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = SqliteStore::open(&dir.path().join("a.sqlite")).expect("store");
+    store
+        .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
+        .expect("enroll");
+    let (settings, key) = bluetrace_settings(dir.path());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let day_s = i64::from(DAY_ENIN) * 600;
+    // Per window (of 144), the reads: (uid, minutes).
+    let mut windows: Vec<Vec<(u8, std::ops::Range<u8>)>> = vec![Vec::new(); 144];
+    for uid in 1..=60u8 {
+        // The cases (1-4) come often, so that there is much to count.
+        let visits = if uid <= 4 { 8 } else { rng.random_range(1..5) };
+        for _ in 0..visits {
+            let start = rng.random_range(0..140usize);
+            let end = (start + rng.random_range(1..12)).min(144);
+            for window in &mut windows[start..end] {
+                if rng.random_bool(0.8) {
+                    let from = rng.random_range(0..8u8);
+                    window.push((uid, from..rng.random_range(from + 1..=10)));
+                }
+            }
+        }
+    }
+    // Two cases infectious all day, two from a random time (not on an hour) for 3-10 hours.
+    for uid in 1..=4u8 {
+        let (from_s, to_s) = if uid <= 2 {
+            (day_s, day_s + 86_400)
+        } else {
+            let from_s = day_s + rng.random_range(0..14 * 3600);
+            (from_s, from_s + rng.random_range(3 * 3600..10 * 3600))
+        };
+        store
+            .upsert_case(&BluetraceCase {
+                uid: Uid::from_bytes([uid; 21]),
+                from_s,
+                to_s,
+                label: None,
+                added_ms: 0,
+            })
+            .expect("case");
+    }
+    let table = |store: &SqliteStore| -> Vec<(i64, u32, u32)> {
+        store
+            .venue_hours(&ExposureFilter::default())
+            .expect("query")
+            .iter()
+            .map(|h| (h.hour_start_s, h.bt_cases, h.bt_contacts))
+            .collect()
+    };
+    let mut order: Vec<usize> = (0..144).filter(|w| !windows[*w].is_empty()).collect();
+    order.shuffle(&mut rng);
+    let mut watch = HoursWatch::new();
+    watch.after_batches(&mut store, &settings).expect("first");
+    let mut span_recomputes = 0;
+    for (sequence, w) in order.iter().enumerate() {
+        let mut reads = windows[*w].clone();
+        reads.sort_by_key(|(uid, _)| *uid);
+        reads.dedup_by_key(|(uid, _)| *uid);
+        store_tempids(
+            &mut store,
+            &key,
+            DAY_ENIN + *w as u32,
+            &reads,
+            sequence as u64 + 1,
+        );
+        span_recomputes += usize::from(
+            watch
+                .after_batches(&mut store, &settings)
+                .expect("watch")
+                .is_some(),
+        );
+    }
+    let watched = table(&store);
+    let full = recompute_hours(&mut store, &settings).expect("full");
+    assert!(full.venue_hours >= 15, "{full:?}");
+    assert!(span_recomputes >= 10, "{span_recomputes} span recomputes");
+    assert_eq!(
+        watched,
+        table(&store),
+        "seed {seed}: watch (span recomputes) vs full"
+    );
+    let all = table(&store);
+    for _ in 0..300 {
+        let from = day_s + rng.random_range(0..24 * 3600);
+        let to = from + rng.random_range(1..3 * 3600);
+        store
+            .replace_bluetrace_hours_between(from.div_euclid(3600) * 3600, to, &[])
+            .expect("clear");
+        recompute_hours_between(&mut store, &settings, from, to).expect("span");
+        assert_eq!(table(&store), all, "seed {seed}: span {from}..{to}");
+    }
+}
+
 /// The daemon's BlueTrace step ([`HoursWatch`], called after each rematch): the first call
 /// computes the venue-hours of the cases registered; later ones recompute only when new
 /// batches hold TempID sightings within a case's span — a contact arriving late is counted, a
@@ -409,24 +537,7 @@ fn daemon_recomputes_bluetrace_hours_after_batches_that_matter() {
     store
         .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
         .expect("enroll");
-    let key_file = dir.path().join("tempid.key");
-    {
-        use base64::Engine;
-        std::fs::write(
-            &key_file,
-            base64::engine::general_purpose::STANDARD.encode([3u8; 32]),
-        )
-        .expect("key file");
-    }
-    std::fs::write(
-        dir.path().join("authority.toml"),
-        "[bluetrace]\nkey_files = [\"tempid.key\"]\n",
-    )
-    .expect("config");
-    let settings: BluetraceSettings = config::load(&dir.path().join("authority.toml"), &[])
-        .expect("configuration")
-        .bluetrace;
-    let key = TempIdKey::new(&[3; 32]);
+    let (settings, key) = bluetrace_settings(dir.path());
     let day_s = i64::from(DAY_ENIN) * 600;
     // 10:02-10:09: the case (uid 1), with uid 2 (widened by 2 minutes: from 10:00).
     let ten = DAY_ENIN + 60;

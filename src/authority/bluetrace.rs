@@ -4,7 +4,8 @@
 //! The decisions are [`crate::presence`]'s; this file reads the TempID sightings a question
 //! needs from the store (the spans of the cases' periods, see [`presence::read_span`]),
 //! decrypts them in memory with the configured keys, and stores what may be stored: the
-//! venue-hour counts (`bluetrace_hour`, recomputed whole: [`recompute_hours`]) and, for
+//! venue-hour counts (`bluetrace_hour`, recomputed whole, [`recompute_hours`], or for the
+//! hours new batches can change, [`recompute_hours_between`]) and, for
 //! `bluetrace contacts`, the query and its results. That command names people, so it is off
 //! unless `bluetrace.identify_contacts = true`, and every use is first appended to the audit
 //! log ([`append_audit`]): if that fails, nothing is shown.
@@ -210,6 +211,54 @@ pub fn recompute_hours(
     b: &BluetraceSettings,
 ) -> Result<HoursSummary, StoreError> {
     let cases = as_cases(&store.cases()?);
+    let (summary, hours) = hours_of(store, b, &cases)?;
+    store.replace_bluetrace_hours(&hours)?;
+    Ok(summary)
+}
+
+/// Recomputes the BlueTrace venue-hours of the hours that start in `[from_s, to_s)` (widened
+/// to whole hours) and replaces those only: the same rows as [`recompute_hours`] gives for
+/// them, at the cost of the span instead of every case's whole period.
+///
+/// Why it is exact: whether a presence overlaps an hour, and which presences overlap each other
+/// in it, depends only on reads within `gap + margin` minutes of that hour (a presence is a
+/// chain of reads at most `gap` apart, widened by `margin`). So each case's period is clipped to
+/// the span padded by `gap + margin` on both sides; presences then built from that clipped
+/// period (and contacts from reads padded again, [`presence::read_span`]) cover the span's
+/// hours exactly as the whole period's do. A test compares both on random data.
+pub fn recompute_hours_between(
+    store: &mut SqliteStore,
+    b: &BluetraceSettings,
+    from_s: i64,
+    to_s: i64,
+) -> Result<HoursSummary, StoreError> {
+    let (from_s, to_s) = (
+        from_s.div_euclid(3600) * 3600,
+        to_s.div_euclid(3600) * 3600 + 3600,
+    );
+    let pad = i64::from(b.presence_gap_minutes + b.presence_margin_minutes) * 60;
+    let cases: Vec<Case> = as_cases(&store.cases()?)
+        .into_iter()
+        .filter_map(|c| {
+            let (from, to) = (c.from_s.max(from_s - pad), c.to_s.min(to_s + pad));
+            (from < to).then_some(Case {
+                from_s: from,
+                to_s: to,
+                ..c
+            })
+        })
+        .collect();
+    let (summary, hours) = hours_of(store, b, &cases)?;
+    store.replace_bluetrace_hours_between(from_s, to_s, &hours)?;
+    Ok(summary)
+}
+
+/// The venue-hours of `cases` (empty without keys), and what computing them read.
+fn hours_of(
+    store: &SqliteStore,
+    b: &BluetraceSettings,
+    cases: &[Case],
+) -> Result<(HoursSummary, Vec<presence::VenueHour>), StoreError> {
     let mut summary = HoursSummary {
         cases: cases.len(),
         decrypted: !b.keys.is_empty(),
@@ -218,20 +267,21 @@ pub fn recompute_hours(
     let hours = if cases.is_empty() || b.keys.is_empty() {
         Vec::new()
     } else {
-        let (presences, sightings) = load_presences(store, &cases, b)?;
+        let (presences, sightings) = load_presences(store, cases, b)?;
         summary.sightings = sightings;
         summary.outcomes = presences.outcomes();
-        presences.venue_hours(&cases, &presence_settings(b))
+        presences.venue_hours(cases, &presence_settings(b))
     };
     summary.venue_hours = hours.len();
-    store.replace_bluetrace_hours(&hours)?;
-    Ok(summary)
+    Ok((summary, hours))
 }
 
-/// The daemon's trigger for [`recompute_hours`]: after new batches, recompute when one of
-/// them holds TempID sightings whose window falls in a registered case's span (every time on
-/// the first call, which covers cases and batches from before the daemon started). Cases added
-/// or removed through the command line are recomputed by the command itself.
+/// The daemon's trigger: after new batches, recompute when one of them holds TempID sightings
+/// whose window falls in a registered case's span — only the hours those windows can change
+/// ([`recompute_hours_between`]: from `gap + margin` before the earliest window to as much after
+/// the latest); the first call recomputes everything ([`recompute_hours`]), which covers cases
+/// and batches from before the daemon started. Cases added or removed through the command line
+/// are recomputed by the command itself.
 #[derive(Debug, Default)]
 pub struct HoursWatch {
     /// The highest batch row looked at (`None`: not yet).
@@ -263,10 +313,22 @@ impl HoursWatch {
                 })
             })
         };
-        let summary = if needed {
-            Some(recompute_hours(store, b)?)
-        } else {
-            None
+        let summary = match (
+            needed,
+            windows_stored.iter().min(),
+            windows_stored.iter().max(),
+        ) {
+            (false, _, _) => None,
+            (true, Some(&first_window), Some(&last_window)) if !first => {
+                let pad = i64::from(b.presence_gap_minutes + b.presence_margin_minutes) * 60;
+                Some(recompute_hours_between(
+                    store,
+                    b,
+                    i64::from(first_window) * 600 - pad,
+                    i64::from(last_window) * 600 + MAX_WINDOW_S + pad,
+                )?)
+            }
+            (true, _, _) => Some(recompute_hours(store, b)?),
         };
         self.seen = Some(last);
         Ok(summary)

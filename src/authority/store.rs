@@ -1436,9 +1436,27 @@ impl SqliteStore {
 
     /// Replaces every BlueTrace venue-hour (one transaction).
     pub fn replace_bluetrace_hours(&mut self, hours: &[VenueHour]) -> Result<(), StoreError> {
+        self.replace_bluetrace_hours_between(i64::MIN, i64::MAX, hours)
+    }
+
+    /// Replaces the BlueTrace venue-hours starting in `from_s..to_s` with `hours` (one
+    /// transaction); rows given outside that span are not written.
+    pub fn replace_bluetrace_hours_between(
+        &mut self,
+        from_s: i64,
+        to_s: i64,
+        hours: &[VenueHour],
+    ) -> Result<(), StoreError> {
         let err = self.err("store BlueTrace venue hours");
         let tx = self.conn.transaction().map_err(&err)?;
-        tx.execute("DELETE FROM bluetrace_hour", []).map_err(&err)?;
+        tx.execute(
+            "DELETE FROM bluetrace_hour WHERE hour_start_s >= ?1 AND hour_start_s < ?2",
+            params![from_s, to_s],
+        )
+        .map_err(&err)?;
+        let hours = hours
+            .iter()
+            .filter(|h| (from_s..to_s).contains(&h.hour_start_s));
         {
             let mut stmt = tx
                 .prepare_cached(
