@@ -166,6 +166,10 @@ fn small_demo_finds_every_exposure_and_its_page_shows_the_venues() {
     let profile = tempfile::tempdir().expect("profile dir");
     let dom = chromium(&page, &["--dump-dom"], profile.path());
     assert!(dom.contains("id=\"heatmap\""), "no heat map in:\n{dom}");
+    assert!(
+        dom.contains("Wiqaytna (BlueTrace) venue-hours with a case found"),
+        "no BlueTrace figure in:\n{dom}"
+    );
     for venue in &venues {
         assert!(
             dom.contains(&format!("data-venue=\"{venue}\"")),

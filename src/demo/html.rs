@@ -96,7 +96,8 @@ pub fn render(r: &Report) -> String {
          <p class=\"sub\">A simulated day: {} phones at {} venues ({}), {} h from {} UTC, {:.1} % \
          of the phones later diagnosed, seed {}. Gateways sealed their windows to the authority \
          over MQTT; the authority matched a key server's signed export of the diagnosed \
-         phones' keys. Compared with the simulation's ground truth.</p>\n",
+         phones' keys and counted the registered Wiqaytna cases from the TempIDs the gateways read. \
+         Compared with the simulation's ground truth.</p>\n",
         r.venues.len(),
         r.phones,
         r.venues.len(),
@@ -132,6 +133,16 @@ pub fn render(r: &Report) -> String {
             format!(
                 "mean error of co-present visitor counts ({:.1} phones)",
                 r.visitors.mean_absolute_error.unwrap_or(0.0)
+            ),
+        ),
+        (
+            format!(
+                "{} / {}",
+                r.bluetrace.venue_hours.found, r.bluetrace.venue_hours.truly_exposed
+            ),
+            format!(
+                "Wiqaytna (BlueTrace) venue-hours with a case found, {} cases, {} false alarms",
+                r.bluetrace.cases_registered, r.bluetrace.venue_hours.false_alarms
             ),
         ),
         (
