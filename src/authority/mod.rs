@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod ingest;
 pub mod keys;
+pub mod pg;
 pub mod registry;
 pub mod service;
 pub mod store;
