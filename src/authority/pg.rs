@@ -1499,3 +1499,22 @@ fn partitions(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Passwords never reach messages, in either connection-string form.
+    #[test]
+    fn redact_hides_passwords() {
+        assert_eq!(
+            redact("postgres://vt:s3cret@db.example:5432/vt?sslmode=disable"),
+            "postgres://vt:***@db.example:5432/vt?sslmode=disable"
+        );
+        assert_eq!(redact("postgresql://vt@db/vt"), "postgresql://vt@db/vt");
+        assert_eq!(
+            redact("host=db user=vt password=s3cret dbname=vt"),
+            "host=db user=vt password=*** dbname=vt"
+        );
+    }
+}
