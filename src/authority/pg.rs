@@ -363,7 +363,9 @@ impl PgStore {
         })
     }
 
-    /// The schema version the store had when this connection migrated it, if it did.
+    /// The schema version the store had when this connection migrated it, if it did (a
+    /// connection racing another's creation of the schema may find version 1 and apply the
+    /// rest: then 1).
     pub fn migrated_from(&self) -> Option<i64> {
         self.migrated_from
     }
