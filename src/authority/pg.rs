@@ -36,8 +36,18 @@ use crate::presence::{Contact, VenueHour};
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{ToSql, Type};
-use postgres::{Client, GenericClient, NoTls};
+use postgres::{Client, GenericClient, NoTls, Statement};
 use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// All gateways ([`PgStore::gateways`]).
+const GATEWAYS: &str =
+    "SELECT g.id, v.name, g.public_key, g.label, g.calibration_db, g.enrolled_ms, g.revoked_ms
+     FROM gateway g JOIN venue v ON v.id = g.venue_id ORDER BY g.id";
+/// One gateway ([`PgStore::gateway`], called by ingest for every message).
+const GATEWAY: &str =
+    "SELECT g.id, v.name, g.public_key, g.label, g.calibration_db, g.enrolled_ms, g.revoked_ms
+     FROM gateway g JOIN venue v ON v.id = g.venue_id WHERE g.id = $1";
 
 /// ENIN intervals in a UTC day: the partitions' width.
 const DAY_INTERVALS: i64 = 144;
@@ -245,6 +255,8 @@ pub struct PgStore {
     /// methods take `&self`, as the SQLite store's do. Like a rusqlite connection, the store
     /// is `Send` and not `Sync`.
     client: RefCell<Client>,
+    /// Statements of the hot paths (ingest), prepared once per connection.
+    statements: RefCell<HashMap<&'static str, Statement>>,
     /// The connection string, password redacted.
     url: String,
     migrated_from: Option<i64>,
@@ -358,6 +370,7 @@ impl PgStore {
         }
         Ok(Self {
             client: RefCell::new(client),
+            statements: RefCell::default(),
             url: display,
             migrated_from,
         })
@@ -381,6 +394,21 @@ impl PgStore {
         self.client
             .try_borrow_mut()
             .expect("PgStore used from inside one of its own read callbacks")
+    }
+
+    /// `sql` prepared on `client` (this store's connection), once.
+    fn prepared(
+        &self,
+        client: &mut Client,
+        sql: &'static str,
+    ) -> Result<Statement, postgres::Error> {
+        let mut statements = self.statements.borrow_mut();
+        if let Some(statement) = statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare(sql)?;
+        statements.insert(sql, statement.clone());
+        Ok(statement)
     }
 
     /// Adds a venue, or returns the existing one's number when `name` is known (kind and
@@ -475,30 +503,24 @@ impl PgStore {
 
     /// All gateways, by id.
     pub fn gateways(&self) -> Result<Vec<Gateway>, StoreError> {
-        self.query_gateways("", &[])
+        self.query_gateways(GATEWAYS, &[])
     }
 
     /// The gateway `id`, if enrolled (revoked or not). One indexed lookup: ingest calls it for
     /// every message.
     pub fn gateway(&self, id: &str) -> Result<Option<Gateway>, StoreError> {
-        Ok(self.query_gateways("WHERE g.id = $1", &[&id])?.pop())
+        Ok(self.query_gateways(GATEWAY, &[&id])?.pop())
     }
 
     fn query_gateways(
         &self,
-        filter: &str,
+        sql: &'static str,
         args: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Gateway>, StoreError> {
-        let rows = self
-            .client()
-            .query(
-                &format!(
-                    "SELECT g.id, v.name, g.public_key, g.label, g.calibration_db, g.enrolled_ms, g.revoked_ms
-                     FROM gateway g JOIN venue v ON v.id = g.venue_id {filter} ORDER BY g.id"
-                ),
-                args,
-            )
-            .map_err(self.err("list gateways"))?;
+        let err = self.err("list gateways");
+        let mut client = self.client();
+        let statement = self.prepared(&mut client, sql).map_err(&err)?;
+        let rows = client.query(&statement, args).map_err(&err)?;
         Ok(rows
             .iter()
             .map(|r| Gateway {
@@ -533,29 +555,36 @@ impl PgStore {
         let url = self.url.clone();
         let err = |operation| pg_error(&url, operation);
         let mut client = self.client();
+        // One round trip for the batch row, the enrolled venue and whether the day's
+        // partitions exist: ingest's hot path.
+        const INSERT: &str = "INSERT INTO batch(batch_id, gateway_id, sequence, venue_id, window_start_enin,
+               window_minutes, closed_early, calibration_db, adverts, gaen, malformed, dropped, late,
+               bluetrace_adverts, bluetrace_devices, unrelated, sightings, received_ms, bluetrace_reads,
+               bluetrace_reads_dropped, tempids)
+             SELECT $1, g.id, $3, g.venue_id, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+               $18, $19, $20
+             FROM gateway g WHERE g.id = $2
+             ON CONFLICT(batch_id) DO NOTHING
+             RETURNING id, venue_id,
+               to_regclass($21::text) IS NOT NULL AND to_regclass($22::text) IS NOT NULL";
+        let insert = self
+            .prepared(&mut client, INSERT)
+            .map_err(err("prepare batch insert"))?;
         let mut tx = client.transaction().map_err(err("begin batch"))?;
-        let venue_id: i64 = tx
-            .query_one("SELECT venue_id FROM gateway WHERE id = $1", &[&gateway.id])
-            .map_err(err("read gateway venue"))?
-            .get(0);
         let c = &batch.counters;
         let window = i64::from(batch.window_start.0);
+        let day = window.div_euclid(DAY_INTERVALS);
+        let [sighting_partition, tempid_partition] =
+            PARTITIONED.map(|table| partition_name(table, day));
         // First the batch row: a concurrent worker storing the same batch waits here on the
         // unique index until this transaction ends, then inserts nothing.
         let row = tx
             .query_opt(
-                "INSERT INTO batch(batch_id, gateway_id, sequence, venue_id, window_start_enin, window_minutes,
-                   closed_early, calibration_db, adverts, gaen, malformed, dropped, late, bluetrace_adverts,
-                   bluetrace_devices, unrelated, sightings, received_ms, bluetrace_reads,
-                   bluetrace_reads_dropped, tempids)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                   $19, $20, $21)
-                 ON CONFLICT(batch_id) DO NOTHING RETURNING id",
+                &insert,
                 &[
                     &batch.id.to_string(),
                     &gateway.id,
                     &(batch.id.sequence as i64),
-                    &venue_id,
                     &window,
                     &i64::from(batch.window_minutes),
                     &batch.closed_early,
@@ -574,16 +603,29 @@ impl PgStore {
                     &(c.bluetrace_reads as i64),
                     &(c.bluetrace_reads_dropped as i64),
                     &(batch.tempids.len() as i64),
+                    &sighting_partition,
+                    &tempid_partition,
                 ],
             )
             .map_err(err("insert batch"))?;
-        let Some(row) = row else {
+        let Some(inserted) = row else {
+            let enrolled = tx
+                .query_opt("SELECT 1 FROM gateway WHERE id = $1", &[&gateway.id])
+                .map_err(err("read gateway"))?
+                .is_some();
+            if !enrolled {
+                return Err(StoreError::Registry(format!(
+                    "gateway {} is not enrolled",
+                    gateway.id
+                )));
+            }
             return Ok(Stored::Duplicate);
         };
-        let row: i64 = row.get(0);
-        if !batch.sightings.is_empty() || !batch.tempids.is_empty() {
-            ensure_partitions(&mut tx, window.div_euclid(DAY_INTERVALS))
-                .map_err(err("create day partitions"))?;
+        let row: i64 = inserted.get(0);
+        let venue_id: i64 = inserted.get(1);
+        let partitions_exist: bool = inserted.get(2);
+        if !partitions_exist && (!batch.sightings.is_empty() || !batch.tempids.is_empty()) {
+            ensure_partitions(&mut tx, day).map_err(err("create day partitions"))?;
         }
         if !batch.sightings.is_empty() {
             let sink = tx
