@@ -1,6 +1,6 @@
-//! A private PostgreSQL cluster for a test: `initdb` in a temporary directory, a server on
-//! 127.0.0.1 and a free port (its Unix socket in that directory), stopped when dropped — on a
-//! panic too. Never the machine's own server on 5432.
+//! A private PostgreSQL cluster for tests: `initdb` in a temporary directory, a server on
+//! 127.0.0.1 and a free port (its Unix socket in that directory), stopped when the last test
+//! using it drops it — on a panic too. Never the machine's own server on 5432.
 //!
 //! With `VENUETRACE_TEST_DATABASE_URL` set (a URL or key=value string with rights to create
 //! databases), that server is used instead. Either way each test gets a fresh database,
@@ -16,14 +16,16 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// A PostgreSQL server for one test: private, or the one `VENUETRACE_TEST_DATABASE_URL` names.
 pub struct PgCluster {
     /// Connection string of its maintenance database (`postgres`).
     admin_url: String,
-    /// The private server, stopped on drop; `None` when using the configured one.
-    server: Option<Server>,
+    /// The private server, stopped when its last user drops it; `None` when using the
+    /// configured one.
+    server: Option<Arc<Server>>,
 }
 
 /// A fresh database, dropped with this value.
@@ -35,6 +37,7 @@ pub struct TestDb {
 }
 
 struct Server {
+    admin_url: String,
     bin: PathBuf,
     data: PathBuf,
     as_postgres: bool,
@@ -108,6 +111,10 @@ fn connect(url: &str) -> ::postgres::Client {
 
 impl PgCluster {
     /// Starts a private cluster, or uses `VENUETRACE_TEST_DATABASE_URL`'s server.
+    ///
+    /// Tests of one binary running at the same time share the private cluster (each with its
+    /// own databases): `initdb` costs seconds on two cores. It stops when the last of them
+    /// drops it, on a panic too; a test starting later starts another.
     pub fn start() -> Self {
         if let Some(url) = std::env::var("VENUETRACE_TEST_DATABASE_URL")
             .ok()
@@ -118,67 +125,18 @@ impl PgCluster {
                 server: None,
             };
         }
-        let bin = bin_dir();
-        let dir = tempfile::tempdir().expect("tempdir");
-        // The directory is ours: its owner is this process's user.
-        let as_postgres = std::fs::metadata(dir.path()).expect("stat tempdir").uid() == 0;
-        if as_postgres {
-            let status = Command::new("chown")
-                .arg("postgres:")
-                .arg(dir.path())
-                .status()
-                .expect("run chown");
-            assert!(status.success(), "chown postgres {}", dir.path().display());
-        }
-        let data = dir.path().join("data");
-        let data_arg = data.to_str().expect("UTF-8 temp path");
-        run(
-            &bin,
-            as_postgres,
-            "initdb",
-            &[
-                "-D",
-                data_arg,
-                "--auth=trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-                "-E",
-                "UTF8",
-                "--locale=C",
-            ],
-        );
-        let port = free_port();
-        let options = format!(
-            "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
-            dir.path().display()
-        );
-        let log = dir.path().join("server.log");
-        let server = Server {
-            bin: bin.clone(),
-            data: data.clone(),
-            as_postgres,
-            _dir: dir,
-        };
-        run(
-            &bin,
-            as_postgres,
-            "pg_ctl",
-            &[
-                "start",
-                "-w",
-                "-D",
-                data_arg,
-                "-l",
-                log.to_str().expect("UTF-8 temp path"),
-                "-o",
-                &options,
-            ],
-        );
-        let admin_url = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
-        drop(connect(&admin_url));
+        static SHARED: Mutex<Weak<Server>> = Mutex::new(Weak::new());
+        // A test that panicked while holding the lock left nothing half-done in it.
+        let mut shared = SHARED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let server = shared.upgrade().unwrap_or_else(|| {
+            let server = Arc::new(Server::start());
+            *shared = Arc::downgrade(&server);
+            server
+        });
         Self {
-            admin_url,
+            admin_url: server.admin_url.clone(),
             server: Some(server),
         }
     }
@@ -245,6 +203,74 @@ impl Drop for TestDb {
                 self.name
             ));
         }
+    }
+}
+
+impl Server {
+    /// `initdb` and `pg_ctl start` in a new temporary directory.
+    fn start() -> Self {
+        let bin = bin_dir();
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The directory is ours: its owner is this process's user.
+        let as_postgres = std::fs::metadata(dir.path()).expect("stat tempdir").uid() == 0;
+        if as_postgres {
+            let status = Command::new("chown")
+                .arg("postgres:")
+                .arg(dir.path())
+                .status()
+                .expect("run chown");
+            assert!(status.success(), "chown postgres {}", dir.path().display());
+        }
+        let data = dir.path().join("data");
+        let data_arg = data.to_str().expect("UTF-8 temp path");
+        run(
+            &bin,
+            as_postgres,
+            "initdb",
+            &[
+                "-D",
+                data_arg,
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        );
+        let port = free_port();
+        let options = format!(
+            "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.path().display()
+        );
+        let log = dir.path().join("server.log");
+        let admin_url = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+        // Built before starting, so a failed start still runs the stop in `Drop`.
+        let server = Server {
+            admin_url: admin_url.clone(),
+            bin: bin.clone(),
+            data: data.clone(),
+            as_postgres,
+            _dir: dir,
+        };
+        run(
+            &bin,
+            as_postgres,
+            "pg_ctl",
+            &[
+                "start",
+                "-w",
+                "-D",
+                data_arg,
+                "-l",
+                log.to_str().expect("UTF-8 temp path"),
+                "-o",
+                &options,
+            ],
+        );
+        drop(connect(&admin_url));
+        server
     }
 }
 
