@@ -1,13 +1,15 @@
 //! The `venuetrace-authority` commands: argument definitions ([`cli`]) and what each command
-//! does ([`keys`], [`registry`], [`service`], [`bluetrace`]; `check-config` with [`config`]). The binary parses arguments, calls [`run`]
-//! and maps the error to an exit code; everything else is here, so tests and man-page
-//! generation see the same definitions.
+//! does ([`keys`], [`registry`], [`service`], [`bluetrace`]; `check-config` with [`config`]).
+//! The store is [`store`] (SQLite); [`pg`] is the PostgreSQL one, not yet selectable. The
+//! binary parses arguments, calls [`run`] and maps the error to an exit code; everything else
+//! is here, so tests and man-page generation see the same definitions.
 
 pub mod bluetrace;
 pub mod cli;
 pub mod config;
 pub mod ingest;
 pub mod keys;
+pub mod pg;
 pub mod registry;
 pub mod service;
 pub mod store;

@@ -207,6 +207,17 @@ pub enum StoreError {
         /// What is wrong.
         problem: String,
     },
+    /// PostgreSQL failed ([`crate::authority::pg::PgStore`]).
+    #[error("store {url}: {operation}")]
+    Postgres {
+        /// The connection string, password redacted.
+        url: String,
+        /// What was being done.
+        operation: &'static str,
+        /// Why.
+        #[source]
+        source: postgres::Error,
+    },
     /// A registry operation refers to something missing or conflicting.
     #[error("{0}")]
     Registry(String),
@@ -290,7 +301,7 @@ pub struct SightingRow<'a> {
     /// Venue, window, RPI, AEM and calibration, as matching keeps them.
     pub header: SightingHeader,
     /// Per-minute RSSI as stored, 8 bytes a minute.
-    packed_minutes: &'a [u8],
+    pub(crate) packed_minutes: &'a [u8],
 }
 
 impl SightingRow<'_> {
@@ -415,7 +426,7 @@ pub struct TempIdRow<'a> {
     pub tempid: Option<TempId>,
     /// Organisation code.
     pub org: &'a str,
-    packed_minutes: &'a [u8],
+    pub(crate) packed_minutes: &'a [u8],
 }
 
 impl TempIdRow<'_> {
@@ -468,7 +479,8 @@ fn sqlite_error(
     }
 }
 
-fn pack_minutes(minutes: &[MinuteRssi]) -> Vec<u8> {
+/// Per-minute RSSI packed as the `minutes` columns hold it (both stores), 8 bytes a minute.
+pub(crate) fn pack_minutes(minutes: &[MinuteRssi]) -> Vec<u8> {
     let mut out = Vec::with_capacity(minutes.len() * 8);
     for m in minutes {
         out.push(m.minute);
@@ -502,7 +514,7 @@ fn blob<'a>(row: &'a rusqlite::Row<'_>, column: usize) -> rusqlite::Result<&'a [
     })
 }
 
-fn report_type_code(r: Option<ReportType>) -> Option<i64> {
+pub(crate) fn report_type_code(r: Option<ReportType>) -> Option<i64> {
     r.map(|r| i64::from(r.to_i32()))
 }
 

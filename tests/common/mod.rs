@@ -7,6 +7,7 @@
 
 pub mod bluez;
 pub mod mosquitto;
+pub mod postgres;
 pub mod responder;
 
 use std::path::PathBuf;
