@@ -84,6 +84,7 @@ trait Contract {
     fn remove_case(&mut self, uid: &Uid) -> Result<(), String>;
     fn cases(&self) -> Vec<BluetraceCase>;
     fn replace_bluetrace_hours(&mut self, hours: &[VenueHour]);
+    fn replace_bluetrace_hours_between(&mut self, from_s: i64, to_s: i64, hours: &[VenueHour]);
     fn record_contact_query(&mut self, query: &ContactQuery, contacts: &[Contact]) -> i64;
     fn bluetrace_counts(&self) -> BluetraceCounts;
 }
@@ -233,6 +234,15 @@ macro_rules! contract {
             }
             fn replace_bluetrace_hours(&mut self, hours: &[VenueHour]) {
                 <$store>::replace_bluetrace_hours(self, hours).expect("replace_bluetrace_hours")
+            }
+            fn replace_bluetrace_hours_between(
+                &mut self,
+                from_s: i64,
+                to_s: i64,
+                hours: &[VenueHour],
+            ) {
+                <$store>::replace_bluetrace_hours_between(self, from_s, to_s, hours)
+                    .expect("replace_bluetrace_hours_between")
             }
             fn record_contact_query(&mut self, query: &ContactQuery, contacts: &[Contact]) -> i64 {
                 <$store>::record_contact_query(self, query, contacts).expect("record_contact_query")
@@ -649,12 +659,40 @@ fn exposures_and_match_watermarks_agree() {
             ],
             &[hour(souk, t + 3600, 1.0), hour(gare, t + 7200, 400.0)],
         );
-        s.replace_bluetrace_hours(&[VenueHour {
-            venue: souk,
-            hour_start_s: t + 10_800,
-            cases: 1,
-            contacts: 4,
-        }]);
+        s.replace_bluetrace_hours(&[
+            VenueHour {
+                venue: souk,
+                hour_start_s: t + 10_800,
+                cases: 1,
+                contacts: 4,
+            },
+            VenueHour {
+                venue: gare,
+                hour_start_s: t + 14_400,
+                cases: 2,
+                contacts: 9,
+            },
+        ]);
+        // A span replaced: the hour inside it changes, the one outside stays, and a row given
+        // outside the span is not written.
+        s.replace_bluetrace_hours_between(
+            t + 14_400,
+            t + 18_000,
+            &[
+                VenueHour {
+                    venue: gare,
+                    hour_start_s: t + 14_400,
+                    cases: 1,
+                    contacts: 3,
+                },
+                VenueHour {
+                    venue: souk,
+                    hour_start_s: t + 21_600,
+                    cases: 5,
+                    contacts: 5,
+                },
+            ],
+        );
         let filters = [
             ExposureFilter::default(),
             ExposureFilter {

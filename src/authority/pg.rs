@@ -1290,17 +1290,34 @@ impl PgStore {
 
     /// Replaces every BlueTrace venue-hour (one transaction).
     pub fn replace_bluetrace_hours(&mut self, hours: &[VenueHour]) -> Result<(), StoreError> {
+        self.replace_bluetrace_hours_between(i64::MIN, i64::MAX, hours)
+    }
+
+    /// Replaces the BlueTrace venue-hours starting in `from_s..to_s` with `hours` (one
+    /// transaction); rows given outside that span are not written.
+    pub fn replace_bluetrace_hours_between(
+        &mut self,
+        from_s: i64,
+        to_s: i64,
+        hours: &[VenueHour],
+    ) -> Result<(), StoreError> {
         let err = self.err("store BlueTrace venue hours");
         let mut client = self.client();
         let mut tx = client.transaction().map_err(&err)?;
-        tx.execute("DELETE FROM bluetrace_hour", &[])
-            .map_err(&err)?;
+        tx.execute(
+            "DELETE FROM bluetrace_hour WHERE hour_start_s >= $1 AND hour_start_s < $2",
+            &[&from_s, &to_s],
+        )
+        .map_err(&err)?;
         let stmt = tx
             .prepare(
                 "INSERT INTO bluetrace_hour(venue_id, hour_start_s, cases, contacts) VALUES ($1, $2, $3, $4)",
             )
             .map_err(&err)?;
-        for h in hours {
+        for h in hours
+            .iter()
+            .filter(|h| (from_s..to_s).contains(&h.hour_start_s))
+        {
             tx.execute(
                 &stmt,
                 &[
