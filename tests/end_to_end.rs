@@ -16,6 +16,7 @@ use venuetrace::crypto::{Enin, RollingPeriod, Tek};
 use venuetrace::export::{
     DiagnosisKey, ExportContents, ExportSigner, ReportType, SignatureInfo, write_export_zip,
 };
+use venuetrace::output::iso_utc;
 use venuetrace::sim::{City, GroundTruth, PhoneKind, PhoneTruth, SimConfig};
 
 const GW: &str = env!("CARGO_BIN_EXE_venuetrace-gateway");
@@ -439,12 +440,7 @@ fn bluetrace_contacts_match_ground_truth() {
     let truth: GroundTruth =
         serde_json::from_slice(&std::fs::read(d.join("souk-1").join("truth.json")).expect("truth"))
             .expect("parses");
-    let time = |s: u64| {
-        jiff::Timestamp::from_second(s as i64)
-            .expect("time")
-            .to_string()
-    };
-    let (from, to) = (time(truth.start_unix_s), time(truth.end_unix_s));
+    let (from, to) = (iso_utc(truth.start_unix_s), iso_utc(truth.end_unix_s));
     let cases: Vec<&PhoneTruth> = truth
         .phones
         .iter()

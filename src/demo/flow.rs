@@ -571,18 +571,8 @@ pub(super) fn demo(cli: &Cli, stop: &Stop) -> Result<(), DemoError> {
         .filter_map(|p| p.uid.as_deref())
         .collect();
     let (from, to) = (
-        jiff::Timestamp::from_second(truth.start_unix_s as i64)
-            .map_err(|e| DemoError::Output {
-                what: "the simulated day's start".into(),
-                detail: e.to_string(),
-            })?
-            .to_string(),
-        jiff::Timestamp::from_second(truth.end_unix_s as i64)
-            .map_err(|e| DemoError::Output {
-                what: "the simulated day's end".into(),
-                detail: e.to_string(),
-            })?
-            .to_string(),
+        crate::output::iso_utc(truth.start_unix_s),
+        crate::output::iso_utc(truth.end_unix_s),
     );
     if !bluetrace_cases.is_empty() {
         let mut args = vec!["bluetrace", "cases", "add"];
