@@ -7,7 +7,9 @@
 //!    moment of the window. Time is compressed: a window lasts `--window-seconds` real seconds
 //!    (default 6 s, 100× faster than life), so the offered rate is 100× the real one
 //!    (10,000 gateways: 1,667 batches/s here for 16.7 batches/s in life). At each window end
-//!    the backlog (published, not yet receipted) says whether the authority kept up.
+//!    the backlog (published, not yet receipted) says whether the authority kept up. On the
+//!    2-core reference machine 100× is more than the SQLite ingest drains (an overload test);
+//!    `--window-seconds 12` (50×) is the steady-state one (docs/performance.md).
 //! 2. **outage burst**: the broker is "down" for `--outage-windows` windows (default 6 = one
 //!    hour): gateways keep those batches in their outboxes, then all publish them at once when
 //!    it is back (60,000 batches for 10,000 gateways). The drain time is the time from the
@@ -27,8 +29,9 @@
 //!
 //! The publish time of a batch is when its connection's client takes it (a gateway's outbox
 //! hands it to rumqttc); its receipt time is when the receipt, matched by the batch id in its
-//! JSON, reaches a subscriber on `venuetrace/v1/gw/+/receipt`. Exits 1 if a batch has no
-//! receipt by `--deadline-seconds` after the burst, 2 if the ingest failed.
+//! JSON, reaches a subscriber on `venuetrace/v1/gw/+/receipt`. Gateways' resends (a batch
+//! without a receipt after `mqtt.resend_initial_seconds`) are not modelled. Exits 1 if a
+//! batch has no receipt by `--deadline-seconds` after the burst, 2 if the ingest failed.
 //!
 //! Run: `scripts/bench-fleet` (starts a private Mosquitto; extra arguments come here), or
 //! `cargo run --release --example fleet_load -- --port PORT [--gateways 10000] [--json]`.
