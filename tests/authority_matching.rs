@@ -398,6 +398,16 @@ fn store_tempids(
     store.store_batch(&batch, &gateway, 0).expect("store");
 }
 
+/// The stored venue-hours' BlueTrace counts: (hour, cases, contacts).
+fn bt_hours(store: &SqliteStore) -> Vec<(i64, u32, u32)> {
+    store
+        .venue_hours(&ExposureFilter::default())
+        .expect("query")
+        .iter()
+        .map(|h| (h.hour_start_s, h.bt_cases, h.bt_contacts))
+        .collect()
+}
+
 /// `[bluetrace]` settings with the TempID key `[3; 32]` in a key file in `dir`, and that key.
 fn bluetrace_settings(dir: &std::path::Path) -> (BluetraceSettings, TempIdKey) {
     use base64::Engine;
@@ -474,14 +484,6 @@ fn span_scenario(seed: u64) {
             })
             .expect("case");
     }
-    let table = |store: &SqliteStore| -> Vec<(i64, u32, u32)> {
-        store
-            .venue_hours(&ExposureFilter::default())
-            .expect("query")
-            .iter()
-            .map(|h| (h.hour_start_s, h.bt_cases, h.bt_contacts))
-            .collect()
-    };
     let mut order: Vec<usize> = (0..144).filter(|w| !windows[*w].is_empty()).collect();
     order.shuffle(&mut rng);
     let mut watch = HoursWatch::new();
@@ -505,16 +507,16 @@ fn span_scenario(seed: u64) {
                 .is_some(),
         );
     }
-    let watched = table(&store);
+    let watched = bt_hours(&store);
     let full = recompute_hours(&mut store, &settings).expect("full");
     assert!(full.venue_hours >= 15, "{full:?}");
     assert!(span_recomputes >= 10, "{span_recomputes} span recomputes");
     assert_eq!(
         watched,
-        table(&store),
+        bt_hours(&store),
         "seed {seed}: watch (span recomputes) vs full"
     );
-    let all = table(&store);
+    let all = bt_hours(&store);
     for _ in 0..300 {
         let from = day_s + rng.random_range(0..24 * 3600);
         let to = from + rng.random_range(1..3 * 3600);
@@ -522,7 +524,7 @@ fn span_scenario(seed: u64) {
             .replace_bluetrace_hours_between(from.div_euclid(3600) * 3600, to, &[])
             .expect("clear");
         recompute_hours_between(&mut store, &settings, from, to).expect("span");
-        assert_eq!(table(&store), all, "seed {seed}: span {from}..{to}");
+        assert_eq!(bt_hours(&store), all, "seed {seed}: span {from}..{to}");
     }
 }
 
@@ -551,14 +553,6 @@ fn daemon_recomputes_bluetrace_hours_after_batches_that_matter() {
             added_ms: 0,
         })
         .expect("case");
-    let hours = |store: &SqliteStore| -> Vec<(i64, u32, u32)> {
-        store
-            .venue_hours(&ExposureFilter::default())
-            .expect("query")
-            .iter()
-            .map(|h| (h.hour_start_s, h.bt_cases, h.bt_contacts))
-            .collect()
-    };
     let mut watch = HoursWatch::new();
     let first = watch
         .after_batches(&mut store, &settings)
@@ -568,7 +562,7 @@ fn daemon_recomputes_bluetrace_hours_after_batches_that_matter() {
         (first.cases, first.venue_hours, first.outcomes.used),
         (1, 1, 2)
     );
-    assert_eq!(hours(&store), [(day_s + 36_000, 1, 1)]);
+    assert_eq!(bt_hours(&store), [(day_s + 36_000, 1, 1)]);
     assert_eq!(
         watch
             .after_batches(&mut store, &settings)
@@ -584,7 +578,7 @@ fn daemon_recomputes_bluetrace_hours_after_batches_that_matter() {
             .expect("recompute")
             .is_some()
     );
-    assert_eq!(hours(&store), [(day_s + 36_000, 1, 2)]);
+    assert_eq!(bt_hours(&store), [(day_s + 36_000, 1, 2)]);
 
     // A batch of the next evening, far from the case's period: no recompute.
     store_tempids(&mut store, &key, DAY_ENIN + 144 + 120, &[(4, 0..5)], 3);
@@ -592,5 +586,5 @@ fn daemon_recomputes_bluetrace_hours_after_batches_that_matter() {
         watch.after_batches(&mut store, &settings).expect("checked"),
         None
     );
-    assert_eq!(hours(&store), [(day_s + 36_000, 1, 2)]);
+    assert_eq!(bt_hours(&store), [(day_s + 36_000, 1, 2)]);
 }
