@@ -24,6 +24,8 @@ use venuetrace::seal::{KeyPair, PublicKey};
 
 const BIN: &str = env!("CARGO_BIN_EXE_venuetrace-gateway");
 const WAIT: Duration = Duration::from_secs(30);
+/// The tests' window length: an hour, so a run rarely meets a window boundary.
+const WINDOW_MINUTES: u64 = 60;
 const MACS: [&str; 2] = ["4E:A1:B2:C3:D4:E5", "4E:0F:0F:0F:0F:0F"];
 
 fn config_text(dir: &Path, port: u16, authority: &PublicKey, extra: &str) -> String {
@@ -32,6 +34,7 @@ fn config_text(dir: &Path, port: u16, authority: &PublicKey, extra: &str) -> Str
          [authority]\npublic_key = \"{authority}\"\n\
          [scan]\nsource = \"bluez\"\nadapter = \"hci0\"\n\
          [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nresend_initial_seconds = 1\nresend_max_seconds = 2\n\
+         [window]\nminutes = {WINDOW_MINUTES}\n\
          [log]\nlevel = \"debug\"\n{extra}",
         dir = dir.display()
     )
@@ -103,12 +106,28 @@ impl Drop for Guard {
     }
 }
 
+/// Windows close on the wall clock (aligned to the epoch), so a boundary passing while a test
+/// runs would close its window normally instead of at SIGTERM. Waits out the end of the current
+/// window when less than two minutes of it remain, so the whole test runs inside one window.
+async fn clear_of_window_boundary() {
+    let window = WINDOW_MINUTES * 60;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    let left = Duration::from_secs(window) - Duration::from_secs(now.as_secs() % window);
+    if left < Duration::from_secs(120) {
+        eprintln!("waiting {left:?} for the next window to start");
+        tokio::time::sleep(left + Duration::from_secs(1)).await;
+    }
+}
+
 fn read(path: &PathBuf) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_under_systemd_with_bluez() {
+    clear_of_window_boundary().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let bus = PrivateBus::start();
@@ -354,6 +373,7 @@ const TEMPID_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// its UID or the payloads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collects_tempids_with_bluez() {
+    clear_of_window_boundary().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let bus = PrivateBus::start();
