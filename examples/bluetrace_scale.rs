@@ -23,7 +23,7 @@ use std::time::Instant;
 use venuetrace::aggregate::{Counters, MinuteRssi, TempIdSighting};
 use venuetrace::authority::bluetrace::{load_presences, presence_settings, recompute_hours};
 use venuetrace::authority::config;
-use venuetrace::authority::store::{BluetraceCase, SqliteStore};
+use venuetrace::authority::store::{BluetraceCase, SqliteStore, Store};
 use venuetrace::batch::{Batch, BatchId, GatewayId};
 use venuetrace::bluetrace::{TempId, TempIdKey, Uid};
 use venuetrace::crypto::Enin;

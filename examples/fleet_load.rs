@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use venuetrace::aggregate::{Counters, MinuteRssi, Sighting, Window};
 use venuetrace::authority::ingest::{self, IngestLimits};
-use venuetrace::authority::store::SqliteStore;
+use venuetrace::authority::store::{SqliteStore, Store};
 use venuetrace::batch::{Batch, GatewayId};
 use venuetrace::crypto::{Aem, Enin, Rpi};
 use venuetrace::gateway::publisher::{MqttSettings, ReceiptMessage};
@@ -425,7 +425,8 @@ async fn main() {
     );
 
     // The authority.
-    let store = Arc::new(Mutex::new(store));
+    let store: Arc<Mutex<venuetrace::authority::store::DynStore>> =
+        Arc::new(Mutex::new(Box::new(store)));
     let shutdown = CancellationToken::new();
     let settings = MqttSettings {
         host: "127.0.0.1".into(),

@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use venuetrace::aggregate::{Counters, MinuteRssi, Sighting};
 use venuetrace::authority::service::{MatchCache, load_days, match_store_cached};
-use venuetrace::authority::store::{SightingSelection, SqliteStore};
+use venuetrace::authority::store::{SightingSelection, SqliteStore, Store};
 use venuetrace::batch::{Batch, BatchId, GatewayId};
 use venuetrace::crypto::{Aem, Enin, Metadata, RollingPeriod, Rpi, Tek};
 use venuetrace::export::{DiagnosisKey, ReportType};
@@ -684,7 +684,7 @@ fn store(p: &Params, path: &std::path::Path) {
                         to: Enin(day * 144 + 144),
                         upto,
                     },
-                    |row| table.push(row.header, row.minutes()),
+                    &mut |row| table.push(row.header, row.minutes()),
                 )
                 .expect("read");
             std::hint::black_box(&table);

@@ -7,7 +7,7 @@
 use venuetrace::advert::{Advert, ServiceUuid};
 use venuetrace::aggregate::{Aggregator, AggregatorConfig};
 use venuetrace::authority::ingest::{IngestLimits, Outcome, process};
-use venuetrace::authority::store::{SightingSelection, SqliteStore};
+use venuetrace::authority::store::{SightingSelection, SqliteStore, Store};
 use venuetrace::batch::{Batch, BatchId, GatewayId};
 use venuetrace::bluetrace::{TempId, TempIdKey, TempIdRead, Uid};
 use venuetrace::crypto::Enin;
@@ -128,7 +128,7 @@ fn stores_once_and_receipts_every_time() {
                     to: Enin(from.0 + 1),
                     upto: i64::MAX,
                 },
-                |_| {},
+                &mut |_| {},
             )
             .expect("sightings"),
         3
@@ -339,7 +339,7 @@ fn tempid_sightings_are_stored_encrypted() {
     let mut stored = Vec::new();
     let n = f
         .store
-        .read_tempid_sightings(from, Enin(from.0 + 1), |row| {
+        .read_tempid_sightings(from, Enin(from.0 + 1), &mut |row| {
             stored.push((
                 row.tempid,
                 row.org.to_owned(),

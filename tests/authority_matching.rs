@@ -10,7 +10,9 @@ use venuetrace::aggregate::{
 use venuetrace::authority::bluetrace::{HoursWatch, recompute_hours, recompute_hours_between};
 use venuetrace::authority::config::{self, BluetraceSettings};
 use venuetrace::authority::service::{MatchCache, match_store, match_store_cached};
-use venuetrace::authority::store::{BluetraceCase, ExposureFilter, SqliteStore, VenueHourView};
+use venuetrace::authority::store::{
+    BluetraceCase, ExposureFilter, SqliteStore, Store, VenueHourView,
+};
 use venuetrace::batch::{Batch, BatchId, GatewayId};
 use venuetrace::bluetrace::{TempIdKey, Uid};
 use venuetrace::crypto::{Enin, Metadata, RollingPeriod, Tek};

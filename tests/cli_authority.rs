@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use venuetrace::aggregate::{Counters, MinuteRssi, TempIdSighting};
-use venuetrace::authority::store::SqliteStore;
+use venuetrace::authority::store::{SqliteStore, Store};
 use venuetrace::batch::{Batch, BatchId, GatewayId};
 use venuetrace::bluetrace::TempId;
 use venuetrace::crypto::{Enin, RollingPeriod, Tek};

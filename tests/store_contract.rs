@@ -16,7 +16,7 @@ use venuetrace::authority::pg::{PgStore, partition_name};
 use venuetrace::authority::store::{
     BluetraceCase, BluetraceCounts, ContactQuery, DayCount, ExposureFilter, ExposureRow, Gateway,
     GatewayStatus, KeyImport, MatchChanges, Purged, Quarantined, SightingSelection, SqliteStore,
-    Stored, StoredKey, Venue, VenueHourRow, VenueHourView,
+    Store, Stored, StoredKey, Venue, VenueHourRow, VenueHourView,
 };
 use venuetrace::batch::{Batch, BatchId, GatewayId};
 use venuetrace::bluetrace::{TempId, Uid};
@@ -93,10 +93,10 @@ macro_rules! contract {
     ($store:ty) => {
         impl Contract for $store {
             fn upsert_venue(&mut self, name: &str, kind: &str, location: Option<&str>) -> u32 {
-                <$store>::upsert_venue(self, name, kind, location).expect("upsert_venue")
+                <$store as Store>::upsert_venue(self, name, kind, location).expect("upsert_venue")
             }
             fn venues(&self) -> Vec<Venue> {
-                <$store>::venues(self).expect("venues")
+                <$store as Store>::venues(self).expect("venues")
             }
             fn add_gateway(
                 &mut self,
@@ -108,26 +108,35 @@ macro_rules! contract {
                 calibration_db: i32,
                 now_ms: i64,
             ) -> Result<(), String> {
-                <$store>::add_gateway(self, id, venue, kind, key, label, calibration_db, now_ms)
-                    .map_err(|e| e.to_string())
+                <$store as Store>::add_gateway(
+                    self,
+                    id,
+                    venue,
+                    kind,
+                    key,
+                    label,
+                    calibration_db,
+                    now_ms,
+                )
+                .map_err(|e| e.to_string())
             }
             fn revoke_gateway(&mut self, id: &str, now_ms: i64) -> Result<(), String> {
-                <$store>::revoke_gateway(self, id, now_ms).map_err(|e| e.to_string())
+                <$store as Store>::revoke_gateway(self, id, now_ms).map_err(|e| e.to_string())
             }
             fn gateways(&self) -> Vec<Gateway> {
-                <$store>::gateways(self).expect("gateways")
+                <$store as Store>::gateways(self).expect("gateways")
             }
             fn gateway(&self, id: &str) -> Option<Gateway> {
-                <$store>::gateway(self, id).expect("gateway")
+                <$store as Store>::gateway(self, id).expect("gateway")
             }
             fn gateway_status(&self) -> Vec<GatewayStatus> {
-                <$store>::gateway_status(self).expect("gateway_status")
+                <$store as Store>::gateway_status(self).expect("gateway_status")
             }
             fn has_batch(&self, id: &str) -> bool {
-                <$store>::has_batch(self, id).expect("has_batch")
+                <$store as Store>::has_batch(self, id).expect("has_batch")
             }
             fn store_batch(&mut self, batch: &Batch, gateway: &Gateway, now_ms: i64) -> Stored {
-                <$store>::store_batch(self, batch, gateway, now_ms).expect("store_batch")
+                <$store as Store>::store_batch(self, batch, gateway, now_ms).expect("store_batch")
             }
             fn quarantine(
                 &mut self,
@@ -137,17 +146,18 @@ macro_rules! contract {
                 payload: &[u8],
                 now_ms: i64,
             ) {
-                <$store>::quarantine(self, topic, id, reason, payload, now_ms).expect("quarantine")
+                <$store as Store>::quarantine(self, topic, id, reason, payload, now_ms)
+                    .expect("quarantine")
             }
             fn quarantined(&self, limit: usize) -> Vec<Quarantined> {
-                <$store>::quarantined(self, limit).expect("quarantined")
+                <$store as Store>::quarantined(self, limit).expect("quarantined")
             }
             fn batch_count(&self) -> u64 {
-                <$store>::batch_count(self).expect("batch_count")
+                <$store as Store>::batch_count(self).expect("batch_count")
             }
             fn read_sightings(&self, which: SightingSelection) -> Vec<ReadSighting> {
                 let mut out = Vec::new();
-                let n = <$store>::read_sightings(self, which, |r| {
+                let n = <$store as Store>::read_sightings(self, which, &mut |r| {
                     out.push((
                         r.batch,
                         r.header.venue,
@@ -164,14 +174,14 @@ macro_rules! contract {
                 out
             }
             fn sighting_watermark(&self) -> i64 {
-                <$store>::sighting_watermark(self).expect("sighting_watermark")
+                <$store as Store>::sighting_watermark(self).expect("sighting_watermark")
             }
             fn day_counts(&self) -> Vec<DayCount> {
-                <$store>::day_counts(self).expect("day_counts")
+                <$store as Store>::day_counts(self).expect("day_counts")
             }
             fn read_tempid_sightings(&self, from: Enin, to: Enin) -> Vec<ReadTempId> {
                 let mut out = Vec::new();
-                <$store>::read_tempid_sightings(self, from, to, |r| {
+                <$store as Store>::read_tempid_sightings(self, from, to, &mut |r| {
                     out.push((
                         r.venue,
                         r.window_start.0,
@@ -185,7 +195,7 @@ macro_rules! contract {
                 out
             }
             fn tempid_batches_since(&self, after: i64) -> (i64, Vec<u32>) {
-                <$store>::tempid_batches_since(self, after).expect("tempid_batches_since")
+                <$store as Store>::tempid_batches_since(self, after).expect("tempid_batches_since")
             }
             fn import_keys(
                 &mut self,
@@ -193,16 +203,17 @@ macro_rules! contract {
                 source: &str,
                 now_ms: i64,
             ) -> KeyImport {
-                <$store>::import_keys(self, keys, source, now_ms).expect("import_keys")
+                <$store as Store>::import_keys(self, keys, source, now_ms).expect("import_keys")
             }
             fn keys(&self) -> Vec<StoredKey> {
-                <$store>::keys(self).expect("keys")
+                <$store as Store>::keys(self).expect("keys")
             }
             fn purge(&mut self, sightings_before_s: i64, keys_before_s: i64) -> Purged {
-                <$store>::purge(self, sightings_before_s, keys_before_s).expect("purge")
+                <$store as Store>::purge(self, sightings_before_s, keys_before_s).expect("purge")
             }
             fn replace_exposures(&mut self, events: &[ExposureRow], hours: &[VenueHourRow]) {
-                <$store>::replace_exposures(self, events, hours).expect("replace_exposures")
+                <$store as Store>::replace_exposures(self, events, hours)
+                    .expect("replace_exposures")
             }
             fn replace_exposures_between(
                 &mut self,
@@ -211,29 +222,30 @@ macro_rules! contract {
                 events: &[ExposureRow],
                 hours: &[VenueHourRow],
             ) {
-                <$store>::replace_exposures_between(self, from_s, to_s, events, hours)
+                <$store as Store>::replace_exposures_between(self, from_s, to_s, events, hours)
                     .expect("replace_exposures_between")
             }
             fn venue_hours(&self, filter: &ExposureFilter) -> Vec<VenueHourView> {
-                <$store>::venue_hours(self, filter).expect("venue_hours")
+                <$store as Store>::venue_hours(self, filter).expect("venue_hours")
             }
             fn changes_since_match(&self) -> MatchChanges {
-                <$store>::changes_since_match(self).expect("changes_since_match")
+                <$store as Store>::changes_since_match(self).expect("changes_since_match")
             }
             fn set_matched(&mut self, watermark: (i64, i64, i64)) {
-                <$store>::set_matched(self, watermark).expect("set_matched")
+                <$store as Store>::set_matched(self, watermark).expect("set_matched")
             }
             fn upsert_case(&mut self, case: &BluetraceCase) -> bool {
-                <$store>::upsert_case(self, case).expect("upsert_case")
+                <$store as Store>::upsert_case(self, case).expect("upsert_case")
             }
             fn remove_case(&mut self, uid: &Uid) -> Result<(), String> {
-                <$store>::remove_case(self, uid).map_err(|e| e.to_string())
+                <$store as Store>::remove_case(self, uid).map_err(|e| e.to_string())
             }
             fn cases(&self) -> Vec<BluetraceCase> {
-                <$store>::cases(self).expect("cases")
+                <$store as Store>::cases(self).expect("cases")
             }
             fn replace_bluetrace_hours(&mut self, hours: &[VenueHour]) {
-                <$store>::replace_bluetrace_hours(self, hours).expect("replace_bluetrace_hours")
+                <$store as Store>::replace_bluetrace_hours(self, hours)
+                    .expect("replace_bluetrace_hours")
             }
             fn replace_bluetrace_hours_between(
                 &mut self,
@@ -241,14 +253,15 @@ macro_rules! contract {
                 to_s: i64,
                 hours: &[VenueHour],
             ) {
-                <$store>::replace_bluetrace_hours_between(self, from_s, to_s, hours)
+                <$store as Store>::replace_bluetrace_hours_between(self, from_s, to_s, hours)
                     .expect("replace_bluetrace_hours_between")
             }
             fn record_contact_query(&mut self, query: &ContactQuery, contacts: &[Contact]) -> i64 {
-                <$store>::record_contact_query(self, query, contacts).expect("record_contact_query")
+                <$store as Store>::record_contact_query(self, query, contacts)
+                    .expect("record_contact_query")
             }
             fn bluetrace_counts(&self) -> BluetraceCounts {
-                <$store>::bluetrace_counts(self).expect("bluetrace_counts")
+                <$store as Store>::bluetrace_counts(self).expect("bluetrace_counts")
             }
         }
     };
@@ -801,7 +814,7 @@ fn concurrent_workers_store_a_batch_once() {
                         // A new day each round: both workers also race to create its partitions.
                         let b = batch("gw-a", round + 1, window(DAY + round as u32, 3), 6, 2);
                         barrier.wait();
-                        store.store_batch(&b, gw, 10).expect("store")
+                        Store::store_batch(&mut store, &b, gw, 10).expect("store")
                     })
                 })
                 .collect();
@@ -814,19 +827,21 @@ fn concurrent_workers_store_a_batch_once() {
         sorted.sort_by_key(|o| matches!(o, Stored::Duplicate));
         assert_eq!(sorted, [Stored::New(6), Stored::Duplicate], "round {round}");
     }
-    assert_eq!(setup.batch_count().expect("count"), 5);
-    let n = setup
-        .read_sightings(
-            SightingSelection::StoredBetween {
-                after: 0,
-                upto: i64::MAX,
-            },
-            |_| {},
-        )
-        .expect("read");
+    assert_eq!(Store::batch_count(&setup).expect("count"), 5);
+    let n = Store::read_sightings(
+        &setup,
+        SightingSelection::StoredBetween {
+            after: 0,
+            upto: i64::MAX,
+        },
+        &mut |_| {},
+    )
+    .expect("read");
     assert_eq!(n, 5 * 6, "each batch's sightings once");
     assert_eq!(
-        setup.bluetrace_counts().expect("count").tempid_sightings,
+        Store::bluetrace_counts(&setup)
+            .expect("count")
+            .tempid_sightings,
         5 * 2
     );
 }
@@ -905,7 +920,7 @@ fn concurrent_workers_create_a_days_partitions_once() {
                     scope.spawn(move || {
                         let mut store = PgStore::connect(url).expect("connect worker");
                         barrier.wait();
-                        store.store_batch(b, gw, 10).expect("store")
+                        Store::store_batch(&mut store, b, gw, 10).expect("store")
                     })
                 })
                 .collect();
@@ -926,7 +941,7 @@ fn concurrent_workers_create_a_days_partitions_once() {
         .get(0);
     assert_eq!(partitions, 5, "one partition per day");
     assert_eq!(
-        setup.day_counts().expect("count").len(),
+        Store::day_counts(&setup).expect("count").len(),
         5,
         "every batch stored under its day"
     );

@@ -12,7 +12,7 @@
 
 use super::config::{AuthorityConfig, BluetraceSettings};
 use super::service::local;
-use super::store::{BluetraceCase, ContactQuery, SqliteStore, StoreError};
+use super::store::{BluetraceCase, ContactQuery, Store, StoreError};
 use crate::bluetrace::Uid;
 use crate::crypto::Enin;
 use crate::exit::Exit;
@@ -103,7 +103,7 @@ fn windows(from_s: i64, to_s: i64) -> (Enin, Enin) {
 /// Reads and decides the TempID sightings that can matter to `cases`: those of the windows
 /// covering each case's [`presence::read_span`], read once where spans overlap.
 pub fn load_presences(
-    store: &SqliteStore,
+    store: &dyn Store,
     cases: &[Case],
     b: &BluetraceSettings,
 ) -> Result<(Presences, u64), StoreError> {
@@ -128,7 +128,7 @@ pub fn load_presences(
     let mut minutes = Vec::new();
     let mut sightings = 0;
     for (from, to) in merged {
-        sightings += store.read_tempid_sightings(from, to, |row| {
+        sightings += store.read_tempid_sightings(from, to, &mut |row| {
             let Some(tempid) = row.tempid else {
                 return;
             };
@@ -207,7 +207,7 @@ fn as_cases(cases: &[BluetraceCase]) -> Vec<Case> {
 /// Recomputes every BlueTrace venue-hour from the registered cases and the TempID sightings of
 /// their spans, and replaces the stored ones. Without keys the venue-hours are emptied.
 pub fn recompute_hours(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     b: &BluetraceSettings,
 ) -> Result<HoursSummary, StoreError> {
     let cases = as_cases(&store.cases()?);
@@ -227,7 +227,7 @@ pub fn recompute_hours(
 /// period (and contacts from reads padded again, [`presence::read_span`]) cover the span's
 /// hours exactly as the whole period's do. A test compares both on random data.
 pub fn recompute_hours_between(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     b: &BluetraceSettings,
     from_s: i64,
     to_s: i64,
@@ -255,7 +255,7 @@ pub fn recompute_hours_between(
 
 /// The venue-hours of `cases` (empty without keys), and what computing them read.
 fn hours_of(
-    store: &SqliteStore,
+    store: &dyn Store,
     b: &BluetraceSettings,
     cases: &[Case],
 ) -> Result<(HoursSummary, Vec<presence::VenueHour>), StoreError> {
@@ -297,7 +297,7 @@ impl HoursWatch {
     /// Looks at the batches stored since the last call; recomputes if needed (see the type).
     pub fn after_batches(
         &mut self,
-        store: &mut SqliteStore,
+        store: &mut dyn Store,
         b: &BluetraceSettings,
     ) -> Result<Option<HoursSummary>, StoreError> {
         let (last, windows_stored) = store.tempid_batches_since(self.seen.unwrap_or(i64::MAX))?;
@@ -338,7 +338,7 @@ impl HoursWatch {
 /// Says on `notes` (stderr) when cases are registered but no key is configured: their
 /// venue-hours cannot be computed (`exposures`, `bluetrace cases list`).
 pub fn note_without_keys(
-    store: &SqliteStore,
+    store: &dyn Store,
     config: &AuthorityConfig,
     notes: &mut dyn Write,
 ) -> Result<(), StoreError> {
@@ -360,7 +360,7 @@ pub fn note_without_keys(
 /// `[from_s, to_s)`, then recomputes the venue-hours once.
 #[allow(clippy::too_many_arguments)] // one call site; a struct adds nothing
 pub fn cases_add(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     config: &AuthorityConfig,
     uids: &[Uid],
     from_s: i64,
@@ -396,7 +396,7 @@ pub fn cases_add(
 
 /// `bluetrace cases remove`: removes a case and recomputes the venue-hours.
 pub fn cases_remove(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     config: &AuthorityConfig,
     uid: Uid,
     out: &mut dyn Write,
@@ -414,7 +414,7 @@ pub fn cases_remove(
 
 /// `bluetrace cases list`.
 pub fn cases_list(
-    store: &SqliteStore,
+    store: &dyn Store,
     tz: &jiff::tz::TimeZone,
     format: ListFormat,
     out: &mut dyn Write,
@@ -497,9 +497,9 @@ pub fn append_audit(path: &Path, record: &serde_json::Value) -> std::io::Result<
 /// that fails), records the query and its results, then prints them; the TempID sightings not
 /// used are counted on `notes` (stderr).
 pub fn contacts(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     config: &AuthorityConfig,
-    database: &Path,
+    database: &super::config::Database,
     request: &ContactsRequest,
     now_ms: i64,
     out: &mut dyn Write,
@@ -537,7 +537,7 @@ pub fn contacts(
         "to": local(request.to_s, tz),
         "to_unix_s": request.to_s,
         "results": found.len(),
-        "database": database.display().to_string(),
+        "database": database.to_string(),
     });
     append_audit(&b.audit_log, &record).map_err(|source| BluetraceError::Audit {
         path: b.audit_log.clone(),
@@ -568,7 +568,7 @@ pub fn contacts(
 }
 
 fn write_contacts(
-    store: &SqliteStore,
+    store: &dyn Store,
     found: &[Contact],
     tz: &jiff::tz::TimeZone,
     format: ListFormat,

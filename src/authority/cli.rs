@@ -89,9 +89,10 @@ pub struct StoreArgs {
     /// The configuration file (optional with --database: defaults are used when it is absent).
     #[arg(long, short, default_value = super::config::DEFAULT_PATH)]
     pub config: PathBuf,
-    /// The SQLite store to use instead of the configuration's `authority.database`.
+    /// The store to use instead of the configuration's `authority.database`: an SQLite file
+    /// or a postgres:// URL.
     #[arg(long)]
-    pub database: Option<PathBuf>,
+    pub database: Option<String>,
 }
 
 /// Arguments of `exposures`.

@@ -91,10 +91,63 @@ pub struct AuthoritySettings {
 }
 
 /// `authority.database`: the store.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Database {
     /// An SQLite file (resolved against `authority.state_dir`).
     Sqlite(PathBuf),
+    /// A PostgreSQL database: the connection URL (`postgres://` or `postgresql://`), which
+    /// may hold a password, so it is only ever shown redacted (`Display`, `Debug`).
+    Postgres(String),
+}
+
+impl Database {
+    /// `value` as given to `authority.database` or `--database`: a `postgres://` or
+    /// `postgresql://` URL, or an SQLite file (relative to `base` unless absolute). Any other
+    /// URL scheme is refused, without echoing the value (it may carry a password).
+    pub fn parse(value: &str, base: &Path) -> Result<Database, String> {
+        let Some((scheme, _)) = value.split_once("://") else {
+            // `join` keeps an absolute path as it is.
+            return Ok(Database::Sqlite(base.join(value)));
+        };
+        if !matches!(
+            scheme.to_ascii_lowercase().as_str(),
+            "postgres" | "postgresql"
+        ) {
+            return Err(format!(
+                "a {scheme:?} URL is not a supported database: give a postgres:// URL or an \
+                 SQLite file (relative to authority.state_dir)"
+            ));
+        }
+        match value.parse::<postgres::Config>() {
+            Ok(parsed) if parsed.get_hosts().is_empty() => Err(format!(
+                "{}: the PostgreSQL URL names no host",
+                crate::authority::pg::redact(value)
+            )),
+            Ok(_) => Ok(Database::Postgres(value.to_owned())),
+            Err(e) => Err(format!(
+                "{}: not a valid PostgreSQL URL: {e}",
+                crate::authority::pg::redact(value)
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => f.write_str(&crate::authority::pg::redact(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Database::Postgres(_) => f.debug_tuple("Postgres").field(&self.to_string()).finish(),
+        }
+    }
 }
 
 /// `[mqtt]`.
@@ -312,6 +365,7 @@ impl AuthorityConfig {
         let a = &self.authority;
         let database = match &a.database {
             Database::Sqlite(path) => format!("SQLite {}", path.display()),
+            Database::Postgres(_) => format!("PostgreSQL {}", a.database),
         };
         let mut lines = vec![format!(
             "authority: state in {}; private key {}; database {database}; times in {}",
@@ -740,29 +794,20 @@ fn authority(l: &mut Loader, env: &[(String, String)]) -> Option<AuthoritySettin
     })
 }
 
-/// `authority.database`: an SQLite file relative to `state_dir`. A URL is refused without
-/// being echoed (it may carry a password).
+/// `authority.database`: an SQLite file relative to `state_dir`, or a PostgreSQL URL
+/// ([`Database::parse`]). A bad URL is refused without being echoed (it may carry a password).
 fn database(l: &mut Loader, state_dir: Option<&Path>) -> Option<Database> {
     let value = l.non_empty("authority", "database")?;
-    if let Some((scheme, _)) = value.split_once("://") {
-        let message = if matches!(
-            scheme.to_ascii_lowercase().as_str(),
-            "postgres" | "postgresql"
-        ) {
-            "PostgreSQL is not supported yet: give an SQLite file (relative to \
-             authority.state_dir)"
-                .to_owned()
-        } else {
-            format!(
-                "a {scheme:?} URL is not a supported database: give an SQLite file (relative to \
-                 authority.state_dir)"
-            )
+    if value.contains("://") {
+        return match Database::parse(&value, Path::new("")) {
+            Ok(db) => Some(db),
+            Err(message) => {
+                l.problem_at("authority", "database", message);
+                None
+            }
         };
-        l.problem_at("authority", "database", message);
-        return None;
     }
-    // `join` keeps an absolute path as it is.
-    Some(Database::Sqlite(state_dir?.join(value)))
+    Database::parse(&value, state_dir?).ok()
 }
 
 fn timezone(l: &mut Loader) -> Option<TimeZone> {
@@ -1386,6 +1431,41 @@ mod tests {
         );
     }
 
+    /// `authority.database` takes a PostgreSQL URL; it is shown (summary, Display, Debug) and
+    /// refused (a bad port) with the password redacted.
+    #[test]
+    fn postgres_database_url() {
+        let url = "postgres://vt:hunter2@db.example:5433/venuetrace";
+        let (_dir, result) = load_text(&format!("[authority]\ndatabase = \"{url}\"\n"), &[]);
+        let config = result.expect("a PostgreSQL URL is valid");
+        assert_eq!(
+            config.authority.database,
+            Database::Postgres(url.to_owned())
+        );
+        let shown = format!(
+            "{} {:?} {}",
+            config.authority.database,
+            config.authority.database,
+            config.summary()
+        );
+        assert!(
+            shown.contains("vt:***@db.example:5433/venuetrace"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+
+        let (_dir, result) = load_text(
+            "[authority]\ndatabase = \"postgresql://vt:hunter2@db.example:port/x\"\n",
+            &[],
+        );
+        let errors = expect_errors(result).to_string();
+        assert!(
+            errors.contains("authority.database") && errors.contains("not a valid PostgreSQL URL"),
+            "{errors}"
+        );
+        assert!(!errors.contains("hunter2"), "{errors}");
+    }
+
     /// Every problem in a file is reported in one go, each with the file and the key path:
     /// unknown sections, keys and table keys (with a suggestion when close), wrong types,
     /// out-of-range values and lists, and the semantic checks (database URL, time zone,
@@ -1394,7 +1474,7 @@ mod tests {
     fn every_problem_is_reported_at_once() {
         let text = r#"
 [authority]
-database = "postgres://venuetrace:hunter2@db.example/venuetrace"
+database = "mysql://venuetrace:hunter2@db.example/venuetrace"
 timezone = "Mars/Olympus_Mons"
 
 [mqtt]
@@ -1438,8 +1518,8 @@ sightings_days = 7
                  \"self_report\"?)",
                 "mqtt.prot: unknown key (did you mean \"port\"?)",
                 "retension: unknown section (did you mean \"retention\"?)",
-                "authority.database: PostgreSQL is not supported yet: give an SQLite file \
-                 (relative to authority.state_dir)",
+                "authority.database: a \"mysql\" URL is not a supported database: give a \
+                 postgres:// URL or an SQLite file (relative to authority.state_dir)",
                 "authority.timezone: invalid value \"Mars/Olympus_Mons\": expected a time zone \
                  of the IANA database, like \"Africa/Casablanca\" or \"UTC\"",
                 "mqtt.share_group: invalid value \"auth/ority\": expected one or more of A-Z a-z \

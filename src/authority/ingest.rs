@@ -12,7 +12,7 @@
 //! A message that cannot be opened or validated is quarantined with its reason (hash and size
 //! only) and acknowledged without a receipt: never retried forever, never a crash.
 
-use super::store::{SqliteStore, StoreError, Stored};
+use super::store::{DynStore, Store, StoreError, Stored};
 use crate::gateway::publisher::{MqttSettings, ReceiptMessage};
 use crate::seal::{self, KeyPair, PublicKey};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
@@ -75,14 +75,14 @@ pub fn topic_gateway(topic: &str) -> Option<&str> {
 /// Decides about one message and records the decision in the store. Errors are only store
 /// failures (the message is then not acknowledged, and the broker redelivers it later).
 pub fn process(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     authority: &KeyPair,
     topic: &str,
     payload: &[u8],
     now_ms: i64,
     limits: &IngestLimits,
 ) -> Result<Outcome, StoreError> {
-    let quarantine = |store: &mut SqliteStore, batch_id: Option<String>, reason: String| {
+    let quarantine = |store: &mut dyn Store, batch_id: Option<String>, reason: String| {
         store.quarantine(topic, batch_id.as_deref(), &reason, payload, now_ms)?;
         Ok(Outcome::Quarantined { batch_id, reason })
     };
@@ -181,7 +181,7 @@ pub async fn run(
     mqtt: &MqttSettings,
     share_group: &str,
     authority: KeyPair,
-    store: Arc<Mutex<SqliteStore>>,
+    store: Arc<Mutex<DynStore>>,
     limits: IngestLimits,
     shutdown: CancellationToken,
 ) -> Result<IngestReport, IngestError> {
@@ -238,7 +238,14 @@ pub async fn run(
             let mut store = store
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            process(&mut store, &authority, &topic, &payload, now_ms(), &limits)
+            process(
+                &mut **store,
+                &authority,
+                &topic,
+                &payload,
+                now_ms(),
+                &limits,
+            )
         })
         .await
         .map_err(|e| IngestError::Internal(e.to_string()))?;

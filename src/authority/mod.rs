@@ -87,7 +87,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CommandError> {
                 service::load_config(&store.config, store.database.as_deref())?;
             let mut db = service::open_store(&database)?;
             let summary = service::match_store_cached(
-                &mut db,
+                &mut *db,
                 &service::risk_config(&config.matching),
                 full,
                 &mut service::MatchCache::from_settings(&config.matching),
@@ -100,7 +100,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CommandError> {
             )
             .map_err(CommandError::Output)?;
             // BlueTrace venue-hours are recomputed whole (see `bluetrace::recompute_hours`).
-            let bt = bluetrace::recompute_hours(&mut db, &config.bluetrace)
+            let bt = bluetrace::recompute_hours(&mut *db, &config.bluetrace)
                 .map_err(service::ServiceError::from)?;
             if bt.cases > 0 {
                 writeln!(out, "{}", bt.line(&config.file)).map_err(CommandError::Output)?;
@@ -125,9 +125,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CommandError> {
                 min_score: args.min_score,
             };
             let db = service::open_store(&database)?;
-            bluetrace::note_without_keys(&db, &config, &mut std::io::stderr())
+            bluetrace::note_without_keys(&*db, &config, &mut std::io::stderr())
                 .map_err(service::ServiceError::from)?;
-            service::exposures(&db, &filter, &tz, args.format, out)?;
+            service::exposures(&*db, &filter, &tz, args.format, out)?;
         }
         Command::Bluetrace(command) => bluetrace_command(command, out)?,
         Command::Gateways(command) => gateways(command, out)?,
@@ -138,7 +138,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CommandError> {
             store,
         })) => {
             let db = open(&store)?;
-            registry::quarantine_list(&db, limit, format, out)
+            registry::quarantine_list(&*db, limit, format, out)
                 .map_err(service::ServiceError::from)?;
         }
         Command::CheckConfig { file } => {
@@ -180,7 +180,7 @@ fn bluetrace_command(
             );
             let mut db = service::open_store(&database)?;
             bluetrace::cases_add(
-                &mut db,
+                &mut *db,
                 &config,
                 &uids,
                 from_s,
@@ -193,14 +193,14 @@ fn bluetrace_command(
         B::Cases(C::List { format, store }) => {
             let (config, database) = load(&store)?;
             let db = service::open_store(&database)?;
-            bluetrace::note_without_keys(&db, &config, &mut std::io::stderr())
+            bluetrace::note_without_keys(&*db, &config, &mut std::io::stderr())
                 .map_err(service::ServiceError::from)?;
-            bluetrace::cases_list(&db, &config.authority.timezone, format, out)?;
+            bluetrace::cases_list(&*db, &config.authority.timezone, format, out)?;
         }
         B::Cases(C::Remove { uid, store }) => {
             let (config, database) = load(&store)?;
             let mut db = service::open_store(&database)?;
-            bluetrace::cases_remove(&mut db, &config, uid, out)?;
+            bluetrace::cases_remove(&mut *db, &config, uid, out)?;
         }
         B::Contacts(args) => {
             let (config, database) = load(&args.store)?;
@@ -224,7 +224,7 @@ fn bluetrace_command(
             }
             let mut db = service::open_store(&database)?;
             bluetrace::contacts(
-                &mut db,
+                &mut *db,
                 &config,
                 &database,
                 &request,
@@ -237,7 +237,7 @@ fn bluetrace_command(
     Ok(())
 }
 
-fn open(store: &cli::StoreArgs) -> Result<store::SqliteStore, CommandError> {
+fn open(store: &cli::StoreArgs) -> Result<store::DynStore, CommandError> {
     let (_, database) = service::load_config(&store.config, store.database.as_deref())?;
     Ok(service::open_store(&database)?)
 }
@@ -256,7 +256,7 @@ fn gateways(command: cli::GatewaysCommand, out: &mut dyn Write) -> Result<(), Co
         } => {
             let mut db = open(&store)?;
             registry::gateways_add(
-                &mut db,
+                &mut *db,
                 &id,
                 &venue,
                 &venue_kind,
@@ -266,9 +266,9 @@ fn gateways(command: cli::GatewaysCommand, out: &mut dyn Write) -> Result<(), Co
                 out,
             )
         }
-        G::List { format, store } => registry::gateways_list(&open(&store)?, format, out),
-        G::Revoke { id, store } => registry::gateways_revoke(&mut open(&store)?, &id, out),
-        G::Status { format, store } => registry::gateways_status(&open(&store)?, format, out),
+        G::List { format, store } => registry::gateways_list(&*open(&store)?, format, out),
+        G::Revoke { id, store } => registry::gateways_revoke(&mut *open(&store)?, &id, out),
+        G::Status { format, store } => registry::gateways_status(&*open(&store)?, format, out),
     };
     result.map_err(|e| CommandError::Service(e.into()))
 }
@@ -285,8 +285,8 @@ fn venues(args: cli::VenuesArgs, out: &mut dyn Write) -> Result<(), CommandError
             kind,
             location,
             store,
-        } => registry::venues_add(&mut open(&store)?, &name, &kind, location.as_deref(), out),
-        V::List { format, store } => registry::venues_list(&open(&store)?, format, out),
+        } => registry::venues_add(&mut *open(&store)?, &name, &kind, location.as_deref(), out),
+        V::List { format, store } => registry::venues_list(&*open(&store)?, format, out),
     };
     result.map_err(|e| CommandError::Service(e.into()))
 }
@@ -301,7 +301,7 @@ fn import(args: cli::ImportArgs, out: &mut dyn Write) -> Result<(), CommandError
     let mut db = service::open_store(&database)?;
     let allow_unsigned = args.allow_unsigned || config.keys.allow_unsigned;
     let result = registry::keys_import(
-        &mut db,
+        &mut *db,
         &args.files,
         &trusted,
         allow_unsigned,
@@ -312,7 +312,7 @@ fn import(args: cli::ImportArgs, out: &mut dyn Write) -> Result<(), CommandError
     // Match what was imported even when some files were rejected.
     if !args.no_match {
         let summary = service::match_store_cached(
-            &mut db,
+            &mut *db,
             &service::risk_config(&config.matching),
             false,
             &mut service::MatchCache::from_settings(&config.matching),

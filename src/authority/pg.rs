@@ -24,7 +24,7 @@
 use super::store::{
     BluetraceCase, BluetraceCounts, ContactQuery, DayCount, ExposureFilter, ExposureRow, Gateway,
     GatewayStatus, KeyImport, MatchChanges, Purged, Quarantined, SCHEMA_VERSION, SightingRow,
-    SightingSelection, StoreError, Stored, StoredKey, TempIdRow, Venue, VenueHourRow,
+    SightingSelection, Store, StoreError, Stored, StoredKey, TempIdRow, Venue, VenueHourRow,
     VenueHourView, pack_minutes, report_type_code,
 };
 use crate::batch::Batch;
@@ -376,13 +376,6 @@ impl PgStore {
         })
     }
 
-    /// The schema version the store had when this connection migrated it, if it did (a
-    /// connection racing another's creation of the schema may find version 1 and apply the
-    /// rest: then 1).
-    pub fn migrated_from(&self) -> Option<i64> {
-        self.migrated_from
-    }
-
     fn err(&self, operation: &'static str) -> impl Fn(postgres::Error) -> StoreError + use<> {
         pg_error(&self.url, operation)
     }
@@ -411,9 +404,38 @@ impl PgStore {
         Ok(statement)
     }
 
-    /// Adds a venue, or returns the existing one's number when `name` is known (kind and
-    /// location are updated when given).
-    pub fn upsert_venue(
+    fn query_gateways(
+        &self,
+        sql: &'static str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Gateway>, StoreError> {
+        let err = self.err("list gateways");
+        let mut client = self.client();
+        let statement = self.prepared(&mut client, sql).map_err(&err)?;
+        let rows = client.query(&statement, args).map_err(&err)?;
+        Ok(rows
+            .iter()
+            .map(|r| Gateway {
+                id: r.get(0),
+                venue: r.get(1),
+                public_key: array(r.get(2)),
+                label: r.get(3),
+                calibration_db: r.get::<_, i64>(4) as i32,
+                enrolled_ms: r.get(5),
+                revoked_ms: r.get(6),
+            })
+            .collect())
+    }
+}
+
+impl Store for PgStore {
+    /// A connection racing another's creation of the schema may find version 1 and apply the
+    /// rest: then 1.
+    fn migrated_from(&self) -> Option<i64> {
+        self.migrated_from
+    }
+
+    fn upsert_venue(
         &mut self,
         name: &str,
         kind: &str,
@@ -423,8 +445,7 @@ impl PgStore {
         upsert_venue(&mut *self.client(), name, kind, location).map_err(err)
     }
 
-    /// All venues, by name.
-    pub fn venues(&self) -> Result<Vec<Venue>, StoreError> {
+    fn venues(&self) -> Result<Vec<Venue>, StoreError> {
         let rows = self
             .client()
             .query(
@@ -443,10 +464,7 @@ impl PgStore {
             .collect())
     }
 
-    /// Enrolls a gateway at a venue (created if new). An id already enrolled is an error,
-    /// unless it was revoked (re-enrollment with a new key).
-    #[allow(clippy::too_many_arguments)] // the SQLite store's signature
-    pub fn add_gateway(
+    fn add_gateway(
         &mut self,
         id: &str,
         venue: &str,
@@ -484,8 +502,7 @@ impl PgStore {
         tx.commit().map_err(&err)
     }
 
-    /// Revokes a gateway: its batches are refused from now on (stored ones stay).
-    pub fn revoke_gateway(&mut self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+    fn revoke_gateway(&mut self, id: &str, now_ms: i64) -> Result<(), StoreError> {
         let n = self
             .client()
             .execute(
@@ -501,52 +518,23 @@ impl PgStore {
         Ok(())
     }
 
-    /// All gateways, by id.
-    pub fn gateways(&self) -> Result<Vec<Gateway>, StoreError> {
+    fn gateways(&self) -> Result<Vec<Gateway>, StoreError> {
         self.query_gateways(GATEWAYS, &[])
     }
 
-    /// The gateway `id`, if enrolled (revoked or not). One indexed lookup: ingest calls it for
-    /// every message.
-    pub fn gateway(&self, id: &str) -> Result<Option<Gateway>, StoreError> {
+    fn gateway(&self, id: &str) -> Result<Option<Gateway>, StoreError> {
         Ok(self.query_gateways(GATEWAY, &[&id])?.pop())
     }
 
-    fn query_gateways(
-        &self,
-        sql: &'static str,
-        args: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Gateway>, StoreError> {
-        let err = self.err("list gateways");
-        let mut client = self.client();
-        let statement = self.prepared(&mut client, sql).map_err(&err)?;
-        let rows = client.query(&statement, args).map_err(&err)?;
-        Ok(rows
-            .iter()
-            .map(|r| Gateway {
-                id: r.get(0),
-                venue: r.get(1),
-                public_key: array(r.get(2)),
-                label: r.get(3),
-                calibration_db: r.get::<_, i64>(4) as i32,
-                enrolled_ms: r.get(5),
-                revoked_ms: r.get(6),
-            })
-            .collect())
-    }
-
-    /// Whether batch `batch_id` is stored.
-    pub fn has_batch(&self, batch_id: &str) -> Result<bool, StoreError> {
+    fn has_batch(&self, batch_id: &str) -> Result<bool, StoreError> {
         self.client()
             .query_opt("SELECT 1 FROM batch WHERE batch_id = $1", &[&batch_id])
             .map(|r| r.is_some())
             .map_err(self.err("look up batch"))
     }
 
-    /// Stores an opened, validated batch, its sightings and its TempID sightings (encrypted, as
-    /// received) in one transaction, under the enrolled gateway's venue and calibration; a
-    /// batch id already stored is a no-op. The day's partitions are created if missing.
-    pub fn store_batch(
+    /// The day's partitions are created if missing (under a per-day advisory lock).
+    fn store_batch(
         &mut self,
         batch: &Batch,
         gateway: &Gateway,
@@ -693,8 +681,7 @@ impl PgStore {
         Ok(Stored::New(batch.sightings.len()))
     }
 
-    /// Records a refused message (its hash and size, not its bytes).
-    pub fn quarantine(
+    fn quarantine(
         &mut self,
         topic: &str,
         batch_id: Option<&str>,
@@ -721,8 +708,7 @@ impl PgStore {
         Ok(())
     }
 
-    /// Quarantined messages, newest first.
-    pub fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, StoreError> {
+    fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, StoreError> {
         let rows = self
             .client()
             .query(
@@ -745,8 +731,7 @@ impl PgStore {
             .collect())
     }
 
-    /// Delivery status per gateway.
-    pub fn gateway_status(&self) -> Result<Vec<GatewayStatus>, StoreError> {
+    fn gateway_status(&self) -> Result<Vec<GatewayStatus>, StoreError> {
         let rows = self
             .client()
             .query(
@@ -776,13 +761,10 @@ impl PgStore {
             .collect())
     }
 
-    /// Calls `each` with every selected sighting, in the order of their windows (and of their
-    /// storage within a window). Rows are streamed, not collected; `each` sees the row's own
-    /// bytes and must not use the store. Returns the number of sightings read.
-    pub fn read_sightings(
+    fn read_sightings(
         &self,
         which: SightingSelection,
-        mut each: impl FnMut(&SightingRow<'_>),
+        each: &mut dyn FnMut(&SightingRow<'_>),
     ) -> Result<u64, StoreError> {
         const COLUMNS: &str =
             "SELECT s.batch, s.venue_id, s.window_start_enin, b.window_minutes, s.rpi, s.aem,
@@ -825,18 +807,14 @@ impl PgStore {
         Ok(n)
     }
 
-    /// The highest sighting row id stored so far (0 when there is none). With one writer,
-    /// sightings stored later have higher ones; ids are never reused.
-    pub fn sighting_watermark(&self) -> Result<i64, StoreError> {
+    fn sighting_watermark(&self) -> Result<i64, StoreError> {
         self.client()
             .query_one("SELECT coalesce(max(id), 0) FROM sighting", &[])
             .map(|r| r.get(0))
             .map_err(self.err("read sighting watermark"))
     }
 
-    /// Per UTC day of their windows (days since the Unix epoch), the batches holding sightings
-    /// and how many sightings they hold, by day. Reads the batch table only.
-    pub fn day_counts(&self) -> Result<Vec<DayCount>, StoreError> {
+    fn day_counts(&self) -> Result<Vec<DayCount>, StoreError> {
         let rows = self
             .client()
             .query(
@@ -855,9 +833,7 @@ impl PgStore {
             .collect())
     }
 
-    /// Imports keys in one transaction. A key already stored with the same data is unchanged;
-    /// with another report type or days since onset it is revised (the newer file wins).
-    pub fn import_keys(
+    fn import_keys(
         &mut self,
         keys: &[DiagnosisKey],
         source: &str,
@@ -915,8 +891,7 @@ impl PgStore {
         Ok(result)
     }
 
-    /// All stored keys.
-    pub fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+    fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         let rows = self
             .client()
             .query(
@@ -944,16 +919,10 @@ impl PgStore {
             .collect())
     }
 
-    /// Deletes sightings and TempID sightings (with their batches) of windows that started
-    /// before `sightings_before_s`, and the results about them, as the SQLite store does;
-    /// whole days before the cutoff go by dropping their partitions, the cutoff's own day is
+    /// Whole days before the cutoff go by dropping their partitions, the cutoff's own day is
     /// deleted row-wise. One transaction (dropping a partition locks its parent table until
     /// it commits).
-    pub fn purge(
-        &mut self,
-        sightings_before_s: i64,
-        keys_before_s: i64,
-    ) -> Result<Purged, StoreError> {
+    fn purge(&mut self, sightings_before_s: i64, keys_before_s: i64) -> Result<Purged, StoreError> {
         let url = self.url.clone();
         let err = |operation| pg_error(&url, operation);
         let mut client = self.client();
@@ -1040,18 +1009,7 @@ impl PgStore {
         })
     }
 
-    /// Replaces all exposure results with a match run's, in one transaction.
-    pub fn replace_exposures(
-        &mut self,
-        events: &[ExposureRow],
-        hours: &[VenueHourRow],
-    ) -> Result<(), StoreError> {
-        self.replace_exposures_between(i64::MIN, i64::MAX, events, hours)
-    }
-
-    /// Replaces the exposure results of events starting, and venue-hours, in `from_s..to_s`
-    /// (one transaction). Rows given outside that span are not written.
-    pub fn replace_exposures_between(
+    fn replace_exposures_between(
         &mut self,
         from_s: i64,
         to_s: i64,
@@ -1131,9 +1089,7 @@ impl PgStore {
         tx.commit().map_err(err("commit exposures"))
     }
 
-    /// Venue-hours with GAEN exposure (at least `min_score`) or BlueTrace cases, filtered, by
-    /// hour then venue name; a venue-hour with only one of them has zeros for the other.
-    pub fn venue_hours(&self, filter: &ExposureFilter) -> Result<Vec<VenueHourView>, StoreError> {
+    fn venue_hours(&self, filter: &ExposureFilter) -> Result<Vec<VenueHourView>, StoreError> {
         let rows = self
             .client()
             .query(
@@ -1171,13 +1127,11 @@ impl PgStore {
             .collect())
     }
 
-    /// Calls `each` with every TempID sighting of windows starting in `from..to`, by window.
-    /// Rows are streamed; `each` must not use the store. Returns the number read.
-    pub fn read_tempid_sightings(
+    fn read_tempid_sightings(
         &self,
         from: Enin,
         to: Enin,
-        mut each: impl FnMut(&TempIdRow<'_>),
+        each: &mut dyn FnMut(&TempIdRow<'_>),
     ) -> Result<u64, StoreError> {
         let err = self.err("read TempID sightings");
         let mut client = self.client();
@@ -1206,9 +1160,7 @@ impl PgStore {
         Ok(n)
     }
 
-    /// TempID sightings stored, and batches stored after row `after` that hold some, with the
-    /// window starts of those.
-    pub fn tempid_batches_since(&self, after: i64) -> Result<(i64, Vec<u32>), StoreError> {
+    fn tempid_batches_since(&self, after: i64) -> Result<(i64, Vec<u32>), StoreError> {
         let err = self.err("read new TempID batches");
         let mut client = self.client();
         let last: i64 = client
@@ -1227,9 +1179,7 @@ impl PgStore {
         Ok((last, windows))
     }
 
-    /// Registers a case, or changes the period and label of one registered; returns whether
-    /// it is new.
-    pub fn upsert_case(&mut self, case: &BluetraceCase) -> Result<bool, StoreError> {
+    fn upsert_case(&mut self, case: &BluetraceCase) -> Result<bool, StoreError> {
         // `xmax = 0` is true of a row this statement inserted, false of one it updated.
         self.client()
             .query_one(
@@ -1249,8 +1199,7 @@ impl PgStore {
             .map_err(self.err("register case"))
     }
 
-    /// Removes a registered case (an error if there is none).
-    pub fn remove_case(&mut self, uid: &Uid) -> Result<(), StoreError> {
+    fn remove_case(&mut self, uid: &Uid) -> Result<(), StoreError> {
         let n = self
             .client()
             .execute(
@@ -1267,8 +1216,7 @@ impl PgStore {
         Ok(())
     }
 
-    /// Registered cases, by the start of their period.
-    pub fn cases(&self) -> Result<Vec<BluetraceCase>, StoreError> {
+    fn cases(&self) -> Result<Vec<BluetraceCase>, StoreError> {
         let rows = self
             .client()
             .query(
@@ -1288,14 +1236,7 @@ impl PgStore {
             .collect())
     }
 
-    /// Replaces every BlueTrace venue-hour (one transaction).
-    pub fn replace_bluetrace_hours(&mut self, hours: &[VenueHour]) -> Result<(), StoreError> {
-        self.replace_bluetrace_hours_between(i64::MIN, i64::MAX, hours)
-    }
-
-    /// Replaces the BlueTrace venue-hours starting in `from_s..to_s` with `hours` (one
-    /// transaction); rows given outside that span are not written.
-    pub fn replace_bluetrace_hours_between(
+    fn replace_bluetrace_hours_between(
         &mut self,
         from_s: i64,
         to_s: i64,
@@ -1332,8 +1273,7 @@ impl PgStore {
         tx.commit().map_err(&err)
     }
 
-    /// Records an identified-contact query and its results (one transaction); returns its id.
-    pub fn record_contact_query(
+    fn record_contact_query(
         &mut self,
         query: &ContactQuery,
         contacts: &[Contact],
@@ -1384,9 +1324,7 @@ impl PgStore {
         Ok(id)
     }
 
-    /// Rows of the BlueTrace tables (TempID sightings, cases, venue-hours, contact queries,
-    /// contact results), for status and tests.
-    pub fn bluetrace_counts(&self) -> Result<BluetraceCounts, StoreError> {
+    fn bluetrace_counts(&self) -> Result<BluetraceCounts, StoreError> {
         self.client()
             .query_one(
                 "SELECT (SELECT count(*) FROM tempid_sighting), (SELECT count(*) FROM bluetrace_case),
@@ -1404,14 +1342,11 @@ impl PgStore {
             .map_err(self.err("count BlueTrace rows"))
     }
 
-    /// Venue names by number.
-    pub fn venue_names(&self) -> Result<std::collections::HashMap<u32, String>, StoreError> {
+    fn venue_names(&self) -> Result<std::collections::HashMap<u32, String>, StoreError> {
         Ok(self.venues()?.into_iter().map(|v| (v.id, v.name)).collect())
     }
 
-    /// What changed since the last match: keys added or revised since, and the windows of
-    /// batches stored since, with the new watermark to record once they are matched.
-    pub fn changes_since_match(&self) -> Result<MatchChanges, StoreError> {
+    fn changes_since_match(&self) -> Result<MatchChanges, StoreError> {
         let mut client = self.client();
         let (key_id, batch_id, revised_ms): (i64, i64, i64) = client
             .query_opt(
@@ -1455,10 +1390,7 @@ impl PgStore {
         })
     }
 
-    /// Records that everything up to `watermark` (from [`changes_since_match`]) is matched.
-    ///
-    /// [`changes_since_match`]: Self::changes_since_match
-    pub fn set_matched(&mut self, watermark: (i64, i64, i64)) -> Result<(), StoreError> {
+    fn set_matched(&mut self, watermark: (i64, i64, i64)) -> Result<(), StoreError> {
         self.client()
             .execute(
                 "INSERT INTO match_state(id, key_id, batch_id, revised_ms) VALUES (1, $1, $2, $3)
@@ -1470,8 +1402,7 @@ impl PgStore {
         Ok(())
     }
 
-    /// Number of batches stored so far (the matching driver reruns when it changes).
-    pub fn batch_count(&self) -> Result<u64, StoreError> {
+    fn batch_count(&self) -> Result<u64, StoreError> {
         self.client()
             .query_one("SELECT count(*) FROM batch", &[])
             .map(|r| r.get::<_, i64>(0) as u64)

@@ -4,7 +4,7 @@
 //! Each function takes an open store and writes its result to `out`; argument parsing is in
 //! [`cli`](super::cli), opening the store from the configuration in [`super`].
 
-use super::store::{SqliteStore, StoreError};
+use super::store::{Store, StoreError};
 use crate::exit::Exit;
 use crate::export::{self, ReadLimits, SignatureStatus, VerificationKey};
 use crate::output::{ListFormat, Table, iso_utc};
@@ -102,7 +102,7 @@ pub fn parse_gateway_key(arg: &str) -> Result<PublicKey, RegistryError> {
 /// `gateways add`.
 #[allow(clippy::too_many_arguments)]
 pub fn gateways_add(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     id: &str,
     venue: &str,
     venue_kind: &str,
@@ -126,7 +126,7 @@ pub fn gateways_add(
 
 /// `gateways revoke`.
 pub fn gateways_revoke(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     id: &str,
     out: &mut dyn Write,
 ) -> Result<(), RegistryError> {
@@ -140,7 +140,7 @@ pub fn gateways_revoke(
 
 /// `gateways list`.
 pub fn gateways_list(
-    store: &SqliteStore,
+    store: &dyn Store,
     format: ListFormat,
     out: &mut dyn Write,
 ) -> Result<(), RegistryError> {
@@ -170,7 +170,7 @@ pub fn gateways_list(
 
 /// `gateways status`: what each gateway has delivered.
 pub fn gateways_status(
-    store: &SqliteStore,
+    store: &dyn Store,
     format: ListFormat,
     out: &mut dyn Write,
 ) -> Result<(), RegistryError> {
@@ -212,7 +212,7 @@ pub fn gateways_status(
 
 /// `venues add`.
 pub fn venues_add(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     name: &str,
     kind: &str,
     location: Option<&str>,
@@ -230,7 +230,7 @@ pub fn venues_add(
 
 /// `venues list`.
 pub fn venues_list(
-    store: &SqliteStore,
+    store: &dyn Store,
     format: ListFormat,
     out: &mut dyn Write,
 ) -> Result<(), RegistryError> {
@@ -248,7 +248,7 @@ pub fn venues_list(
 
 /// `batches quarantine`.
 pub fn quarantine_list(
-    store: &SqliteStore,
+    store: &dyn Store,
     limit: usize,
     format: ListFormat,
     out: &mut dyn Write,
@@ -315,7 +315,7 @@ pub struct FileImport {
 /// invalid), and imports its keys and revised keys in one transaction per file. Idempotent.
 /// Rejected files are reported and make the command fail after the others are imported.
 pub fn keys_import(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     paths: &[PathBuf],
     verification_keys: &[VerificationKey],
     allow_unsigned: bool,

@@ -9,9 +9,11 @@
 use super::bluetrace::HoursWatch;
 use super::config::{self, AuthorityConfig, Database, MatchingSettings};
 use super::ingest::{self, IngestLimits, IngestReport};
+use super::pg::PgStore;
 use super::registry::RegistryError;
 use super::store::{
-    DayCount, ExposureFilter, ExposureRow, SightingSelection, SqliteStore, StoreError, VenueHourRow,
+    DayCount, DynStore, ExposureFilter, ExposureRow, SightingSelection, SqliteStore, Store,
+    StoreError, VenueHourRow,
 };
 use crate::crypto::{Enin, INTERVALS_PER_DAY};
 use crate::exit::Exit;
@@ -24,7 +26,7 @@ use crate::output::{ListFormat, Table};
 use crate::seal::{KeyFileError, KeyPair};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -104,8 +106,8 @@ impl ServiceError {
 /// in it is an error), else — only when `--database` is given — the built-in defaults.
 pub fn load_config(
     config_path: &Path,
-    database: Option<&Path>,
-) -> Result<(AuthorityConfig, PathBuf), ServiceError> {
+    database: Option<&str>,
+) -> Result<(AuthorityConfig, Database), ServiceError> {
     let env = config::process_env();
     let config = if config_path.exists() || database.is_none() {
         config::load(config_path, &env).map_err(ServiceError::Config)?
@@ -115,21 +117,31 @@ pub fn load_config(
         config::defaults(&env).map_err(ServiceError::Config)?
     };
     let db = match database {
-        Some(path) => path.to_owned(),
-        None => match &config.authority.database {
-            Database::Sqlite(path) => path.clone(),
-        },
+        // A relative `--database` path is relative to the working directory.
+        Some(value) => Database::parse(value, Path::new("")).map_err(|message| {
+            ServiceError::Config(crate::config_schema::ConfigErrors {
+                problems: vec![crate::config_schema::ConfigProblem {
+                    source: "--database".to_owned(),
+                    key: String::new(),
+                    message,
+                }],
+            })
+        })?,
+        None => config.authority.database.clone(),
     };
     Ok((config, db))
 }
 
-/// Opens the store, creating its directory's file if needed (and migrating an older schema:
-/// logged).
-pub fn open_store(path: &Path) -> Result<SqliteStore, ServiceError> {
-    let store = SqliteStore::open(path)?;
+/// Opens the store: an SQLite file (created with its schema if needed) or a PostgreSQL
+/// database (connected; the schema created or migrated). A migration is logged.
+pub fn open_store(database: &Database) -> Result<DynStore, ServiceError> {
+    let store: DynStore = match database {
+        Database::Sqlite(path) => Box::new(SqliteStore::open(path)?),
+        Database::Postgres(url) => Box::new(PgStore::connect(url)?),
+    };
     if let Some(version) = store.migrated_from() {
         info!(
-            database = %path.display(),
+            %database,
             from = version,
             to = super::store::SCHEMA_VERSION,
             "store schema migrated"
@@ -322,7 +334,7 @@ impl MatchCache {
     /// documentation); returns the sightings read.
     fn refresh(
         &mut self,
-        store: &SqliteStore,
+        store: &dyn Store,
         counts: &BTreeMap<u32, DayCount>,
     ) -> Result<u64, ServiceError> {
         let upto = store.sighting_watermark()?;
@@ -339,7 +351,7 @@ impl MatchCache {
                     after: self.watermark,
                     upto,
                 },
-                |row| {
+                &mut |row| {
                     let day = row.header.window_start.0 / INTERVALS_PER_DAY;
                     if days.contains(day) {
                         let (table, batches, last) = fresh.entry(day).or_default();
@@ -375,7 +387,7 @@ impl MatchCache {
 /// while another indexes the day read before (on 2 cores, SQLite decoding and index building
 /// overlap). Returns the sightings read.
 pub fn load_days(
-    store: &SqliteStore,
+    store: &dyn Store,
     cache: &mut DayCache,
     days: &[u32],
     upto: i64,
@@ -415,11 +427,7 @@ pub fn load_days(
 }
 
 /// One UTC day's sightings stored up to row `upto`, and the number of batches they are from.
-fn read_day(
-    store: &SqliteStore,
-    day: u32,
-    upto: i64,
-) -> Result<(SightingTable, u64), ServiceError> {
+fn read_day(store: &dyn Store, day: u32, upto: i64) -> Result<(SightingTable, u64), ServiceError> {
     let mut table = SightingTable::new();
     let (mut batches, mut last) = (0u64, 0i64);
     let first = day.saturating_mul(INTERVALS_PER_DAY);
@@ -429,7 +437,7 @@ fn read_day(
             to: Enin(first.saturating_add(INTERVALS_PER_DAY)),
             upto,
         },
-        |row| {
+        &mut |row| {
             if last != row.batch {
                 (batches, last) = (batches + 1, row.batch);
             }
@@ -443,7 +451,7 @@ fn read_day(
 /// stored exposure results of the affected days, with a fresh [`MatchCache`] of the default
 /// size.
 pub fn match_store(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     risk: &RiskConfig,
     full: bool,
 ) -> Result<MatchSummary, ServiceError> {
@@ -453,7 +461,7 @@ pub fn match_store(
 /// [`match_store`], calling `progress(done, total, day_start_unix_s)` as each day's results
 /// are stored (the CLI prints it when stderr is a terminal).
 pub fn match_store_with_progress(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     risk: &RiskConfig,
     full: bool,
     progress: &mut dyn FnMut(usize, usize, i64),
@@ -479,7 +487,7 @@ pub fn match_store_with_progress(
 /// that can reach them, so this gives exactly what a full run gives (tests compare the two,
 /// with and without a cache kept across runs); determinism holds for a given store.
 pub fn match_store_cached(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     risk: &RiskConfig,
     full: bool,
     cache: &mut MatchCache,
@@ -712,7 +720,7 @@ pub(crate) fn local(unix_s: i64, tz: &jiff::tz::TimeZone) -> String {
 /// `exposures`: venue-hours where an infectious key or a BlueTrace case was present. The
 /// BlueTrace columns come last, so the GAEN columns keep their places.
 pub fn exposures(
-    store: &SqliteStore,
+    store: &dyn Store,
     filter: &ExposureFilter,
     tz: &jiff::tz::TimeZone,
     format: ListFormat,
@@ -794,7 +802,7 @@ pub fn mqtt_settings(config: &AuthorityConfig) -> Result<MqttSettings, ServiceEr
 
 /// `run`: ingest until SIGTERM/SIGINT; purges by retention hourly and re-matches after new
 /// batches (at most once a minute).
-pub fn run(config: &AuthorityConfig, database: &Path) -> Result<IngestReport, ServiceError> {
+pub fn run(config: &AuthorityConfig, database: &Database) -> Result<IngestReport, ServiceError> {
     crate::process::init_logging(config.log.level.as_str(), config.log.format);
     let keys = KeyPair::load(&config.authority.private_key)?;
     let mqtt = mqtt_settings(config)?;
@@ -824,7 +832,7 @@ pub fn run(config: &AuthorityConfig, database: &Path) -> Result<IngestReport, Se
             cache,
             shutdown.clone(),
         ));
-        info!(database = %database.display(), "authority starting");
+        info!(%database, "authority starting");
         // Ready once the store and key are open: queries work, and ingest connects (and
         // reconnects) to the broker on its own.
         crate::notify::notify("READY=1\nSTATUS=ingesting batches");
@@ -849,7 +857,7 @@ pub fn run(config: &AuthorityConfig, database: &Path) -> Result<IngestReport, Se
 /// [`HoursWatch`]). The match cache lives here, between runs: each run only reads the
 /// sightings stored since the last one (and days evicted or purged since).
 async fn housekeeping(
-    store: Arc<Mutex<SqliteStore>>,
+    store: Arc<Mutex<DynStore>>,
     risk: RiskConfig,
     retention: config::RetentionSettings,
     bluetrace: config::BluetraceSettings,
@@ -902,7 +910,7 @@ async fn housekeeping(
                 let batches = store.batch_count()?;
                 if last != Some(batches) {
                     let summary = match_store_cached(
-                        &mut store,
+                        &mut **store,
                         &risk,
                         false,
                         &mut owned,
@@ -919,7 +927,7 @@ async fn housekeeping(
                             "matched new batches and keys"
                         );
                     }
-                    if let Some(bt) = owned_watch.after_batches(&mut store, &bluetrace)? {
+                    if let Some(bt) = owned_watch.after_batches(&mut **store, &bluetrace)? {
                         info!(
                             cases = bt.cases,
                             venue_hours = bt.venue_hours,

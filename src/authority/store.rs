@@ -403,6 +403,207 @@ pub struct Purged {
     pub contact_queries: u64,
 }
 
+/// What the authority needs of a store, whichever database holds it: SQLite
+/// ([`SqliteStore`], the zero-setup default) or PostgreSQL
+/// ([`PgStore`](super::pg::PgStore), for several workers). Both give the same results for the
+/// same calls (tests/store_contract.rs checks it); the commands and the daemon hold a
+/// [`DynStore`] and never ask which.
+pub trait Store {
+    /// The schema version the store had when this open migrated it, if it did.
+    fn migrated_from(&self) -> Option<i64>;
+
+    /// Adds a venue, or returns the existing one's number when `name` is known (kind and
+    /// location are updated when given).
+    fn upsert_venue(
+        &mut self,
+        name: &str,
+        kind: &str,
+        location: Option<&str>,
+    ) -> Result<u32, StoreError>;
+
+    /// All venues, by name.
+    fn venues(&self) -> Result<Vec<Venue>, StoreError>;
+
+    /// Enrolls a gateway at a venue (created if new). An id already enrolled is an error,
+    /// unless it was revoked (re-enrollment with a new key).
+    #[allow(clippy::too_many_arguments)] // one call site per command; a struct adds nothing
+    fn add_gateway(
+        &mut self,
+        id: &str,
+        venue: &str,
+        venue_kind: &str,
+        public_key: [u8; 32],
+        label: Option<&str>,
+        calibration_db: i32,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Revokes a gateway: its batches are refused from now on (stored ones stay).
+    fn revoke_gateway(&mut self, id: &str, now_ms: i64) -> Result<(), StoreError>;
+
+    /// All gateways, by id.
+    fn gateways(&self) -> Result<Vec<Gateway>, StoreError>;
+
+    /// The gateway `id`, if enrolled (revoked or not). One indexed lookup: ingest calls it for
+    /// every message.
+    fn gateway(&self, id: &str) -> Result<Option<Gateway>, StoreError>;
+
+    /// Whether batch `batch_id` is stored.
+    fn has_batch(&self, batch_id: &str) -> Result<bool, StoreError>;
+
+    /// Stores an opened, validated batch, its sightings and its TempID sightings (encrypted, as
+    /// received) in one transaction, under the enrolled gateway's venue and calibration; a
+    /// batch id already stored is a no-op.
+    fn store_batch(
+        &mut self,
+        batch: &Batch,
+        gateway: &Gateway,
+        now_ms: i64,
+    ) -> Result<Stored, StoreError>;
+
+    /// Records a refused message (its hash and size, not its bytes).
+    fn quarantine(
+        &mut self,
+        topic: &str,
+        batch_id: Option<&str>,
+        reason: &str,
+        payload: &[u8],
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Quarantined messages, newest first.
+    fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, StoreError>;
+
+    /// Delivery status per gateway.
+    fn gateway_status(&self) -> Result<Vec<GatewayStatus>, StoreError>;
+
+    /// Calls `each` with every selected sighting, in the order of their windows (and of their
+    /// storage within a window: a batch's sightings are together). Nothing is allocated per
+    /// row: `each` sees the row's own bytes. Returns the number of sightings read.
+    fn read_sightings(
+        &self,
+        which: SightingSelection,
+        each: &mut dyn FnMut(&SightingRow<'_>),
+    ) -> Result<u64, StoreError>;
+
+    /// The highest sighting row id stored so far (0 when there is none): sightings stored
+    /// later have higher ones, unless every sighting was deleted (then ids start again).
+    fn sighting_watermark(&self) -> Result<i64, StoreError>;
+
+    /// Per UTC day of their windows (days since the Unix epoch), the batches holding sightings
+    /// and how many sightings they hold, by day. Reads the batch table only.
+    fn day_counts(&self) -> Result<Vec<DayCount>, StoreError>;
+
+    /// Imports keys in one transaction. A key already stored with the same data is unchanged;
+    /// with another report type or days since onset it is revised (the newer file wins).
+    fn import_keys(
+        &mut self,
+        keys: &[DiagnosisKey],
+        source: &str,
+        now_ms: i64,
+    ) -> Result<KeyImport, StoreError>;
+
+    /// All stored keys.
+    fn keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// Deletes sightings and TempID sightings (with their batches) of windows that started
+    /// before `sightings_before_s`, and the results about them: exposure events and venue-hours
+    /// starting before it, BlueTrace venue-hours, cases and identified-contact queries (with
+    /// their results) whose period ended by then; and keys whose validity ended before
+    /// `keys_before_s` (with their exposure results).
+    fn purge(&mut self, sightings_before_s: i64, keys_before_s: i64) -> Result<Purged, StoreError>;
+
+    /// Replaces all exposure results with a match run's, in one transaction.
+    fn replace_exposures(
+        &mut self,
+        events: &[ExposureRow],
+        hours: &[VenueHourRow],
+    ) -> Result<(), StoreError> {
+        self.replace_exposures_between(i64::MIN, i64::MAX, events, hours)
+    }
+
+    /// Replaces the exposure results of events starting, and venue-hours, in `from_s..to_s`
+    /// (one transaction). Rows given outside that span are not written.
+    fn replace_exposures_between(
+        &mut self,
+        from_s: i64,
+        to_s: i64,
+        events: &[ExposureRow],
+        hours: &[VenueHourRow],
+    ) -> Result<(), StoreError>;
+
+    /// Venue-hours with GAEN exposure (at least `min_score`) or BlueTrace cases, filtered, by
+    /// hour then venue name; a venue-hour with only one of them has zeros for the other.
+    fn venue_hours(&self, filter: &ExposureFilter) -> Result<Vec<VenueHourView>, StoreError>;
+
+    /// Calls `each` with every TempID sighting of windows starting in `from..to`, by window.
+    /// Nothing is allocated per row. Returns the number read.
+    fn read_tempid_sightings(
+        &self,
+        from: Enin,
+        to: Enin,
+        each: &mut dyn FnMut(&TempIdRow<'_>),
+    ) -> Result<u64, StoreError>;
+
+    /// TempID sightings stored, and batches stored after row `after` that hold some, with the
+    /// window starts of those (the daemon recomputes BlueTrace venue-hours when they fall in
+    /// a case's span).
+    fn tempid_batches_since(&self, after: i64) -> Result<(i64, Vec<u32>), StoreError>;
+
+    /// Registers a case, or changes the period and label of one registered; returns whether
+    /// it is new.
+    fn upsert_case(&mut self, case: &BluetraceCase) -> Result<bool, StoreError>;
+
+    /// Removes a registered case (an error if there is none).
+    fn remove_case(&mut self, uid: &Uid) -> Result<(), StoreError>;
+
+    /// Registered cases, by the start of their period.
+    fn cases(&self) -> Result<Vec<BluetraceCase>, StoreError>;
+
+    /// Replaces every BlueTrace venue-hour (one transaction).
+    fn replace_bluetrace_hours(&mut self, hours: &[VenueHour]) -> Result<(), StoreError> {
+        self.replace_bluetrace_hours_between(i64::MIN, i64::MAX, hours)
+    }
+
+    /// Replaces the BlueTrace venue-hours starting in `from_s..to_s` with `hours` (one
+    /// transaction); rows given outside that span are not written.
+    fn replace_bluetrace_hours_between(
+        &mut self,
+        from_s: i64,
+        to_s: i64,
+        hours: &[VenueHour],
+    ) -> Result<(), StoreError>;
+
+    /// Records an identified-contact query and its results (one transaction); returns its id.
+    fn record_contact_query(
+        &mut self,
+        query: &ContactQuery,
+        contacts: &[Contact],
+    ) -> Result<i64, StoreError>;
+
+    /// Rows of the BlueTrace tables (TempID sightings, cases, venue-hours, contact queries,
+    /// contact results), for status and tests.
+    fn bluetrace_counts(&self) -> Result<BluetraceCounts, StoreError>;
+
+    /// Venue names by number.
+    fn venue_names(&self) -> Result<std::collections::HashMap<u32, String>, StoreError>;
+
+    /// What changed since the last match: keys added or revised since, and the windows of
+    /// batches stored since, with the new watermark to record once they are matched.
+    fn changes_since_match(&self) -> Result<MatchChanges, StoreError>;
+
+    /// Records that everything up to `watermark` (from [`changes_since_match`]) is matched.
+    ///
+    /// [`changes_since_match`]: Self::changes_since_match
+    fn set_matched(&mut self, watermark: (i64, i64, i64)) -> Result<(), StoreError>;
+
+    /// Number of batches stored so far (the matching driver reruns when it changes).
+    fn batch_count(&self) -> Result<u64, StoreError>;
+}
+
+/// A store of either kind, as the commands and the daemon hold it.
+pub type DynStore = Box<dyn Store + Send>;
+
 /// The SQLite store.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -601,18 +802,47 @@ impl SqliteStore {
         })
     }
 
-    /// The schema version the store had when this open migrated it, if it did.
-    pub fn migrated_from(&self) -> Option<i64> {
-        self.migrated_from
-    }
-
     fn err(&self, operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + use<> {
         sqlite_error(&self.path.display().to_string(), operation)
     }
 
-    /// Adds a venue, or returns the existing one's number when `name` is known (kind and
-    /// location are updated when given).
-    pub fn upsert_venue(
+    fn query_gateways(
+        &self,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Gateway>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT g.id, v.name, g.public_key, g.label, g.calibration_db, g.enrolled_ms, g.revoked_ms
+                 FROM gateway g JOIN venue v ON v.id = g.venue_id {filter} ORDER BY g.id"
+            ))
+            .map_err(self.err("list gateways"))?;
+        stmt.query_map(args, |r| {
+            let key: Vec<u8> = r.get(2)?;
+            let mut public_key = [0u8; 32];
+            public_key.copy_from_slice(&key[..32.min(key.len())]);
+            Ok(Gateway {
+                id: r.get(0)?,
+                venue: r.get(1)?,
+                public_key,
+                label: r.get(3)?,
+                calibration_db: r.get(4)?,
+                enrolled_ms: r.get(5)?,
+                revoked_ms: r.get(6)?,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(self.err("list gateways"))
+    }
+}
+
+impl Store for SqliteStore {
+    fn migrated_from(&self) -> Option<i64> {
+        self.migrated_from
+    }
+
+    fn upsert_venue(
         &mut self,
         name: &str,
         kind: &str,
@@ -631,8 +861,7 @@ impl SqliteStore {
             .map_err(self.err("read venue"))
     }
 
-    /// All venues, by name.
-    pub fn venues(&self) -> Result<Vec<Venue>, StoreError> {
+    fn venues(&self) -> Result<Vec<Venue>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT id, name, kind, location FROM venue ORDER BY name")
@@ -649,10 +878,7 @@ impl SqliteStore {
         .map_err(self.err("list venues"))
     }
 
-    /// Enrolls a gateway at a venue (created if new). An id already enrolled is an error,
-    /// unless it was revoked (re-enrollment with a new key).
-    #[allow(clippy::too_many_arguments)] // one call site per command; a struct adds nothing
-    pub fn add_gateway(
+    fn add_gateway(
         &mut self,
         id: &str,
         venue: &str,
@@ -688,8 +914,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Revokes a gateway: its batches are refused from now on (stored ones stay).
-    pub fn revoke_gateway(&mut self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+    fn revoke_gateway(&mut self, id: &str, now_ms: i64) -> Result<(), StoreError> {
         let n = self
             .conn
             .execute(
@@ -705,49 +930,15 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// All gateways, by id.
-    pub fn gateways(&self) -> Result<Vec<Gateway>, StoreError> {
+    fn gateways(&self) -> Result<Vec<Gateway>, StoreError> {
         self.query_gateways("", &[])
     }
 
-    /// The gateway `id`, if enrolled (revoked or not). One indexed lookup: ingest calls it for
-    /// every message.
-    pub fn gateway(&self, id: &str) -> Result<Option<Gateway>, StoreError> {
+    fn gateway(&self, id: &str) -> Result<Option<Gateway>, StoreError> {
         Ok(self.query_gateways("WHERE g.id = ?1", &[&id])?.pop())
     }
 
-    fn query_gateways(
-        &self,
-        filter: &str,
-        args: &[&dyn rusqlite::ToSql],
-    ) -> Result<Vec<Gateway>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT g.id, v.name, g.public_key, g.label, g.calibration_db, g.enrolled_ms, g.revoked_ms
-                 FROM gateway g JOIN venue v ON v.id = g.venue_id {filter} ORDER BY g.id"
-            ))
-            .map_err(self.err("list gateways"))?;
-        stmt.query_map(args, |r| {
-            let key: Vec<u8> = r.get(2)?;
-            let mut public_key = [0u8; 32];
-            public_key.copy_from_slice(&key[..32.min(key.len())]);
-            Ok(Gateway {
-                id: r.get(0)?,
-                venue: r.get(1)?,
-                public_key,
-                label: r.get(3)?,
-                calibration_db: r.get(4)?,
-                enrolled_ms: r.get(5)?,
-                revoked_ms: r.get(6)?,
-            })
-        })
-        .and_then(Iterator::collect)
-        .map_err(self.err("list gateways"))
-    }
-
-    /// Whether batch `batch_id` is stored.
-    pub fn has_batch(&self, batch_id: &str) -> Result<bool, StoreError> {
+    fn has_batch(&self, batch_id: &str) -> Result<bool, StoreError> {
         self.conn
             .query_row(
                 "SELECT 1 FROM batch WHERE batch_id = ?1",
@@ -759,10 +950,7 @@ impl SqliteStore {
             .map_err(self.err("look up batch"))
     }
 
-    /// Stores an opened, validated batch, its sightings and its TempID sightings (encrypted, as
-    /// received) in one transaction, under the enrolled gateway's venue and calibration; a
-    /// batch id already stored is a no-op.
-    pub fn store_batch(
+    fn store_batch(
         &mut self,
         batch: &Batch,
         gateway: &Gateway,
@@ -859,8 +1047,7 @@ impl SqliteStore {
         Ok(Stored::New(batch.sightings.len()))
     }
 
-    /// Records a refused message (its hash and size, not its bytes).
-    pub fn quarantine(
+    fn quarantine(
         &mut self,
         topic: &str,
         batch_id: Option<&str>,
@@ -879,8 +1066,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Quarantined messages, newest first.
-    pub fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, StoreError> {
+    fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT id, received_ms, topic, batch_id, reason, size, sha256 FROM quarantine ORDER BY id DESC LIMIT ?1")
@@ -900,8 +1086,7 @@ impl SqliteStore {
         .map_err(self.err("list quarantine"))
     }
 
-    /// Delivery status per gateway.
-    pub fn gateway_status(&self) -> Result<Vec<GatewayStatus>, StoreError> {
+    fn gateway_status(&self) -> Result<Vec<GatewayStatus>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
@@ -930,13 +1115,10 @@ impl SqliteStore {
         .map_err(self.err("gateway status"))
     }
 
-    /// Calls `each` with every selected sighting, in the order of their windows (and of their
-    /// storage within a window: a batch's sightings are together). Nothing is allocated per
-    /// row: `each` sees the row's own bytes. Returns the number of sightings read.
-    pub fn read_sightings(
+    fn read_sightings(
         &self,
         which: SightingSelection,
-        mut each: impl FnMut(&SightingRow<'_>),
+        each: &mut dyn FnMut(&SightingRow<'_>),
     ) -> Result<u64, StoreError> {
         // The JOIN finds each row's batch by primary key; rows of one batch are stored
         // together, so those lookups hit the same (cached) page.
@@ -986,9 +1168,7 @@ impl SqliteStore {
         Ok(n)
     }
 
-    /// The highest sighting row id stored so far (0 when there is none): sightings stored
-    /// later have higher ones, unless every sighting was deleted (then ids start again).
-    pub fn sighting_watermark(&self) -> Result<i64, StoreError> {
+    fn sighting_watermark(&self) -> Result<i64, StoreError> {
         self.conn
             .query_row("SELECT coalesce(max(rowid), 0) FROM sighting", [], |r| {
                 r.get(0)
@@ -996,9 +1176,7 @@ impl SqliteStore {
             .map_err(self.err("read sighting watermark"))
     }
 
-    /// Per UTC day of their windows (days since the Unix epoch), the batches holding sightings
-    /// and how many sightings they hold, by day. Reads the batch table only.
-    pub fn day_counts(&self) -> Result<Vec<DayCount>, StoreError> {
+    fn day_counts(&self) -> Result<Vec<DayCount>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -1017,9 +1195,7 @@ impl SqliteStore {
         .map_err(self.err("count sightings per day"))
     }
 
-    /// Imports keys in one transaction. A key already stored with the same data is unchanged;
-    /// with another report type or days since onset it is revised (the newer file wins).
-    pub fn import_keys(
+    fn import_keys(
         &mut self,
         keys: &[DiagnosisKey],
         source: &str,
@@ -1075,8 +1251,7 @@ impl SqliteStore {
         Ok(result)
     }
 
-    /// All stored keys.
-    pub fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+    fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
@@ -1106,16 +1281,7 @@ impl SqliteStore {
         .map_err(self.err("read keys"))
     }
 
-    /// Deletes sightings and TempID sightings (with their batches) of windows that started
-    /// before `sightings_before_s`, and the results about them: exposure events and venue-hours
-    /// starting before it, BlueTrace venue-hours, cases and identified-contact queries (with
-    /// their results) whose period ended by then; and keys whose validity ended before
-    /// `keys_before_s` (with their exposure results).
-    pub fn purge(
-        &mut self,
-        sightings_before_s: i64,
-        keys_before_s: i64,
-    ) -> Result<Purged, StoreError> {
+    fn purge(&mut self, sightings_before_s: i64, keys_before_s: i64) -> Result<Purged, StoreError> {
         let path = self.path.display().to_string();
         let err = |operation| sqlite_error(&path, operation);
         let tx = self.conn.transaction().map_err(err("begin purge"))?;
@@ -1180,18 +1346,7 @@ impl SqliteStore {
         })
     }
 
-    /// Replaces all exposure results with a match run's, in one transaction.
-    pub fn replace_exposures(
-        &mut self,
-        events: &[ExposureRow],
-        hours: &[VenueHourRow],
-    ) -> Result<(), StoreError> {
-        self.replace_exposures_between(i64::MIN, i64::MAX, events, hours)
-    }
-
-    /// Replaces the exposure results of events starting, and venue-hours, in `from_s..to_s`
-    /// (one transaction). Rows given outside that span are not written.
-    pub fn replace_exposures_between(
+    fn replace_exposures_between(
         &mut self,
         from_s: i64,
         to_s: i64,
@@ -1269,9 +1424,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Venue-hours with GAEN exposure (at least `min_score`) or BlueTrace cases, filtered, by
-    /// hour then venue name; a venue-hour with only one of them has zeros for the other.
-    pub fn venue_hours(&self, filter: &ExposureFilter) -> Result<Vec<VenueHourView>, StoreError> {
+    fn venue_hours(&self, filter: &ExposureFilter) -> Result<Vec<VenueHourView>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
@@ -1311,13 +1464,11 @@ impl SqliteStore {
         .map_err(self.err("query exposures"))
     }
 
-    /// Calls `each` with every TempID sighting of windows starting in `from..to`, by window.
-    /// Nothing is allocated per row. Returns the number read.
-    pub fn read_tempid_sightings(
+    fn read_tempid_sightings(
         &self,
         from: Enin,
         to: Enin,
-        mut each: impl FnMut(&TempIdRow<'_>),
+        each: &mut dyn FnMut(&TempIdRow<'_>),
     ) -> Result<u64, StoreError> {
         let err = self.err("read TempID sightings");
         let mut stmt = self
@@ -1352,10 +1503,7 @@ impl SqliteStore {
         Ok(n)
     }
 
-    /// TempID sightings stored, and batches stored after row `after` that hold some, with the
-    /// window starts of those (the daemon recomputes BlueTrace venue-hours when they fall in
-    /// a case's span).
-    pub fn tempid_batches_since(&self, after: i64) -> Result<(i64, Vec<u32>), StoreError> {
+    fn tempid_batches_since(&self, after: i64) -> Result<(i64, Vec<u32>), StoreError> {
         let err = self.err("read new TempID batches");
         let last: i64 = self
             .conn
@@ -1374,9 +1522,7 @@ impl SqliteStore {
         Ok((last, windows))
     }
 
-    /// Registers a case, or changes the period and label of one registered; returns whether
-    /// it is new.
-    pub fn upsert_case(&mut self, case: &BluetraceCase) -> Result<bool, StoreError> {
+    fn upsert_case(&mut self, case: &BluetraceCase) -> Result<bool, StoreError> {
         let err = self.err("register case");
         let tx = self.conn.transaction().map_err(&err)?;
         let existed = tx
@@ -1405,8 +1551,7 @@ impl SqliteStore {
         Ok(!existed)
     }
 
-    /// Removes a registered case (an error if there is none).
-    pub fn remove_case(&mut self, uid: &Uid) -> Result<(), StoreError> {
+    fn remove_case(&mut self, uid: &Uid) -> Result<(), StoreError> {
         let n = self
             .conn
             .execute(
@@ -1423,8 +1568,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Registered cases, by the start of their period.
-    pub fn cases(&self) -> Result<Vec<BluetraceCase>, StoreError> {
+    fn cases(&self) -> Result<Vec<BluetraceCase>, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT uid, from_s, to_s, label, added_ms FROM bluetrace_case ORDER BY from_s, uid")
@@ -1446,14 +1590,7 @@ impl SqliteStore {
         .map_err(self.err("list cases"))
     }
 
-    /// Replaces every BlueTrace venue-hour (one transaction).
-    pub fn replace_bluetrace_hours(&mut self, hours: &[VenueHour]) -> Result<(), StoreError> {
-        self.replace_bluetrace_hours_between(i64::MIN, i64::MAX, hours)
-    }
-
-    /// Replaces the BlueTrace venue-hours starting in `from_s..to_s` with `hours` (one
-    /// transaction); rows given outside that span are not written.
-    pub fn replace_bluetrace_hours_between(
+    fn replace_bluetrace_hours_between(
         &mut self,
         from_s: i64,
         to_s: i64,
@@ -1483,8 +1620,7 @@ impl SqliteStore {
         tx.commit().map_err(&err)
     }
 
-    /// Records an identified-contact query and its results (one transaction); returns its id.
-    pub fn record_contact_query(
+    fn record_contact_query(
         &mut self,
         query: &ContactQuery,
         contacts: &[Contact],
@@ -1532,9 +1668,7 @@ impl SqliteStore {
         Ok(id)
     }
 
-    /// Rows of the BlueTrace tables (TempID sightings, cases, venue-hours, contact queries,
-    /// contact results), for status and tests.
-    pub fn bluetrace_counts(&self) -> Result<BluetraceCounts, StoreError> {
+    fn bluetrace_counts(&self) -> Result<BluetraceCounts, StoreError> {
         self.conn
             .query_row(
                 "SELECT (SELECT count(*) FROM tempid_sighting), (SELECT count(*) FROM bluetrace_case),
@@ -1554,14 +1688,11 @@ impl SqliteStore {
             .map_err(self.err("count BlueTrace rows"))
     }
 
-    /// Venue names by number.
-    pub fn venue_names(&self) -> Result<std::collections::HashMap<u32, String>, StoreError> {
+    fn venue_names(&self) -> Result<std::collections::HashMap<u32, String>, StoreError> {
         Ok(self.venues()?.into_iter().map(|v| (v.id, v.name)).collect())
     }
 
-    /// What changed since the last match: keys added or revised since, and the windows of
-    /// batches stored since, with the new watermark to record once they are matched.
-    pub fn changes_since_match(&self) -> Result<MatchChanges, StoreError> {
+    fn changes_since_match(&self) -> Result<MatchChanges, StoreError> {
         let (key_id, batch_id, revised_ms): (i64, i64, i64) = self
             .conn
             .query_row(
@@ -1608,10 +1739,7 @@ impl SqliteStore {
         })
     }
 
-    /// Records that everything up to `watermark` (from [`changes_since_match`]) is matched.
-    ///
-    /// [`changes_since_match`]: Self::changes_since_match
-    pub fn set_matched(&mut self, watermark: (i64, i64, i64)) -> Result<(), StoreError> {
+    fn set_matched(&mut self, watermark: (i64, i64, i64)) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "INSERT INTO match_state(id, key_id, batch_id, revised_ms) VALUES (1, ?1, ?2, ?3)
@@ -1623,8 +1751,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Number of batches stored so far (the matching driver reruns when it changes).
-    pub fn batch_count(&self) -> Result<u64, StoreError> {
+    fn batch_count(&self) -> Result<u64, StoreError> {
         self.conn
             .query_row("SELECT count(*) FROM batch", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
