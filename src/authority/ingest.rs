@@ -157,6 +157,8 @@ pub struct IngestReport {
     pub duplicates: u64,
     /// Messages quarantined.
     pub quarantined: u64,
+    /// Store failures retried (each pauses ingest a moment).
+    pub store_failures: u64,
 }
 
 /// Ingest failed for good.
@@ -231,32 +233,67 @@ pub async fn run(
                 None => break,
             },
         };
-        let (store, authority) = (Arc::clone(&store), Arc::clone(&authority));
-        let topic = publish.topic.clone();
-        let payload = publish.payload.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut store = store
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            process(
-                &mut **store,
-                &authority,
-                &topic,
-                &payload,
-                now_ms(),
-                &limits,
-            )
-        })
-        .await
-        .map_err(|e| IngestError::Internal(e.to_string()))?;
+        // A store failure (the database restarting, a full disk) pauses ingest on this batch:
+        // it is retried, backing off to 5 s, until it is stored or quarantined, so nothing is
+        // skipped and the broker's window of unacknowledged messages never fills with failures.
+        // Shutdown during the pause leaves it unacknowledged: redelivered after a reconnect
+        // (and resent by its gateway until receipted).
+        let mut retry = Duration::from_millis(250);
+        let mut failures = 0u32;
+        let outcome = loop {
+            let (store, authority) = (Arc::clone(&store), Arc::clone(&authority));
+            let topic = publish.topic.clone();
+            let payload = publish.payload.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
+                let mut store = store
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                process(
+                    &mut **store,
+                    &authority,
+                    &topic,
+                    &payload,
+                    now_ms(),
+                    &limits,
+                )
+            })
+            .await
+            .map_err(|e| IngestError::Internal(e.to_string()))?;
+            match outcome {
+                Ok(outcome) => {
+                    if failures > 0 {
+                        info!(failures, "store answering again; ingest resumed");
+                    }
+                    break Some(outcome);
+                }
+                Err(e) => {
+                    if failures == 0 {
+                        warn!(error = %crate::exit::describe(&e), "store failed; ingest paused, retrying the batch");
+                    } else {
+                        debug!(error = %crate::exit::describe(&e), failures, "store still failing");
+                    }
+                    failures += 1;
+                    report.store_failures += 1;
+                    tokio::select! {
+                        () = shutdown.cancelled() => break None,
+                        () = tokio::time::sleep(retry) => {}
+                    }
+                    retry = (retry * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let Some(outcome) = outcome else {
+            // Shutting down with the store still failing: not acknowledged.
+            break;
+        };
         match outcome {
-            Ok(Outcome::Receipt {
+            Outcome::Receipt {
                 batch_id,
                 new,
                 sightings,
                 topic,
                 payload,
-            }) => {
+            } => {
                 if new {
                     report.stored += 1;
                     info!(%batch_id, sightings, "stored batch");
@@ -274,14 +311,10 @@ pub async fn run(
                     let _ = client.ack(&publish).await;
                 }
             }
-            Ok(Outcome::Quarantined { batch_id, reason }) => {
+            Outcome::Quarantined { batch_id, reason } => {
                 report.quarantined += 1;
                 warn!(batch_id = batch_id.as_deref().unwrap_or("?"), topic = %publish.topic, %reason, "batch quarantined");
                 let _ = client.ack(&publish).await;
-            }
-            Err(e) => {
-                // Not acknowledged: the broker redelivers after a reconnect.
-                warn!(error = %crate::exit::describe(&e), "store failed; batch left unacknowledged");
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The authority's store on PostgreSQL: the same methods, arguments and results as
 //! [`SqliteStore`](super::store::SqliteStore), for deployments that outgrow one machine
-//! (DESIGN.md §5). Not yet selectable in the configuration: this module owns the schema, its
-//! migrations and every query; the row and result types are `store`'s.
+//! (DESIGN.md §5), selected by a `postgres://` URL in `authority.database`. This module owns
+//! the schema, its migrations and every query; the row and result types are `store`'s.
 //!
 //! Blocking (the sync `postgres` client, which drives tokio-postgres on its own runtime):
 //! async callers run it on blocking threads, as they do the SQLite store.
@@ -18,14 +18,20 @@
 //!   NOTHING`); a worker whose insert did nothing has a duplicate and writes nothing else, and
 //!   one storing the same batch concurrently waits on the first's row lock and then finds it.
 //!   A batch's sightings are written with binary `COPY`.
+//! - **Several workers** (`venuetrace-authority run` processes) share one database: batch
+//!   ids make storing idempotent; an ingest barrier (an advisory lock writers hold shared,
+//!   watermark readers exclusively) makes row-id watermarks safe although ids commit out of
+//!   order; housekeeping jobs run on one worker at a time under session advisory locks
+//!   ([`Lease`]). A lost connection is re-opened by the next call, so a worker rides out a
+//!   database restart (ingest retries the batch in hand).
 //! - Every integer column is `bigint` (SQLite's INTEGER is 64-bit too), so values round-trip
 //!   exactly as in the SQLite store.
 
 use super::store::{
     BluetraceCase, BluetraceCounts, ContactQuery, DayCount, ExposureFilter, ExposureRow, Gateway,
-    GatewayStatus, KeyImport, MatchChanges, Purged, Quarantined, SCHEMA_VERSION, SightingRow,
-    SightingSelection, Store, StoreError, Stored, StoredKey, TempIdRow, Venue, VenueHourRow,
-    VenueHourView, pack_minutes, report_type_code,
+    GatewayStatus, KeyImport, Lease, MatchChanges, Purged, Quarantined, SCHEMA_VERSION,
+    SightingRow, SightingSelection, Store, StoreError, Stored, StoredKey, TempIdRow, Venue,
+    VenueHourRow, VenueHourView, pack_minutes, report_type_code,
 };
 use crate::batch::Batch;
 use crate::bluetrace::{TempId, Uid};
@@ -55,6 +61,12 @@ const DAY_INTERVALS: i64 = 144;
 /// `pg_advisory_xact_lock` key serialising schema migrations ("VTAU" as in the SQLite
 /// store's application id, then "MIGR").
 const MIGRATION_LOCK: i64 = 0x5654_4155_4d49_4752;
+/// `pg_advisory_xact_lock` key of the ingest barrier ([`PgStore::barrier`]): held shared by
+/// transactions adding batches or keys, exclusively by readers of watermarks ("VTAU", "INGB").
+pub const INGEST_BARRIER: i64 = 0x5654_4155_494e_4742;
+/// First key of the two-key session advisory locks of [`Lease`]s ("VTLS"); the second key is
+/// the job.
+const LEASE_LOCK: i32 = 0x5654_4c53;
 /// First key of the two-key `pg_advisory_xact_lock` serialising the creation of a day's
 /// partitions (the second key is the day).
 const PARTITION_LOCK: i32 = 0x5654_5054;
@@ -259,6 +271,8 @@ pub struct PgStore {
     statements: RefCell<HashMap<&'static str, Statement>>,
     /// The connection string, password redacted.
     url: String,
+    /// The connection string as given, for reconnecting. Never shown (it may hold a password).
+    conn_url: String,
     migrated_from: Option<i64>,
 }
 
@@ -372,6 +386,7 @@ impl PgStore {
             client: RefCell::new(client),
             statements: RefCell::default(),
             url: display,
+            conn_url: url.to_owned(),
             migrated_from,
         })
     }
@@ -380,13 +395,42 @@ impl PgStore {
         pg_error(&self.url, operation)
     }
 
-    /// The connection, for one method's use. The `expect`: no method calls another while it
-    /// holds the borrow, and the callbacks of `read_sightings`/`read_tempid_sightings` must not
-    /// use the store (its connection is busy streaming their rows).
-    fn client(&self) -> std::cell::RefMut<'_, Client> {
-        self.client
+    /// The connection, for one method's use; reconnected first if the last one was lost (the
+    /// server restarted, or a network cut): the call that found it broken failed, this one
+    /// starts on a new connection, so a worker resumes by itself once the database is back.
+    /// Statements prepared on the lost connection are forgotten. The `expect`: no method calls
+    /// another while it holds the borrow, and the callbacks of
+    /// `read_sightings`/`read_tempid_sightings` must not use the store (its connection is busy
+    /// streaming their rows).
+    fn client(&self) -> Result<std::cell::RefMut<'_, Client>, StoreError> {
+        let mut client = self
+            .client
             .try_borrow_mut()
-            .expect("PgStore used from inside one of its own read callbacks")
+            .expect("PgStore used from inside one of its own read callbacks");
+        if client.is_closed() {
+            self.statements.borrow_mut().clear();
+            *client = Client::connect(&self.conn_url, NoTls).map_err(self.err("reconnect"))?;
+            tracing::info!(database = %self.url, "reconnected to PostgreSQL");
+        }
+        Ok(client)
+    }
+
+    /// Begins a transaction holding the ingest barrier exclusively: every transaction that
+    /// adds batches or keys holds it shared from its first statement, so once this one has it,
+    /// every row id allocated so far is committed (or rolled back) and a later one will be
+    /// higher. Row ids come from sequences, which several workers draw from concurrently and
+    /// may commit out of order; a watermark (the highest id) read without the barrier could
+    /// pass over a row still being written, and a reader would never see it. Writers wait a
+    /// moment while a reader holds it (once a minute per worker, a few queries).
+    fn barrier<'c>(
+        &self,
+        client: &'c mut Client,
+        operation: &'static str,
+    ) -> Result<postgres::Transaction<'c>, StoreError> {
+        let mut tx = client.transaction().map_err(self.err(operation))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INGEST_BARRIER])
+            .map_err(self.err(operation))?;
+        Ok(tx)
     }
 
     /// `sql` prepared on `client` (this store's connection), once.
@@ -410,7 +454,7 @@ impl PgStore {
         args: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Gateway>, StoreError> {
         let err = self.err("list gateways");
-        let mut client = self.client();
+        let mut client = self.client()?;
         let statement = self.prepared(&mut client, sql).map_err(&err)?;
         let rows = client.query(&statement, args).map_err(&err)?;
         Ok(rows
@@ -442,12 +486,12 @@ impl Store for PgStore {
         location: Option<&str>,
     ) -> Result<u32, StoreError> {
         let err = self.err("add venue");
-        upsert_venue(&mut *self.client(), name, kind, location).map_err(err)
+        upsert_venue(&mut *self.client()?, name, kind, location).map_err(err)
     }
 
     fn venues(&self) -> Result<Vec<Venue>, StoreError> {
         let rows = self
-            .client()
+            .client()?
             .query(
                 "SELECT id, name, kind, location FROM venue ORDER BY name",
                 &[],
@@ -475,7 +519,7 @@ impl Store for PgStore {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let err = self.err("enroll gateway");
-        let mut client = self.client();
+        let mut client = self.client()?;
         let mut tx = client.transaction().map_err(&err)?;
         let existing = tx
             .query_opt(
@@ -504,7 +548,7 @@ impl Store for PgStore {
 
     fn revoke_gateway(&mut self, id: &str, now_ms: i64) -> Result<(), StoreError> {
         let n = self
-            .client()
+            .client()?
             .execute(
                 "UPDATE gateway SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL",
                 &[&id, &now_ms],
@@ -527,7 +571,7 @@ impl Store for PgStore {
     }
 
     fn has_batch(&self, batch_id: &str) -> Result<bool, StoreError> {
-        self.client()
+        self.client()?
             .query_opt("SELECT 1 FROM batch WHERE batch_id = $1", &[&batch_id])
             .map(|r| r.is_some())
             .map_err(self.err("look up batch"))
@@ -542,7 +586,7 @@ impl Store for PgStore {
     ) -> Result<Stored, StoreError> {
         let url = self.url.clone();
         let err = |operation| pg_error(&url, operation);
-        let mut client = self.client();
+        let mut client = self.client()?;
         // One round trip for the batch row, the enrolled venue and whether the day's
         // partitions exist: ingest's hot path.
         const INSERT: &str = "INSERT INTO batch(batch_id, gateway_id, sequence, venue_id, window_start_enin,
@@ -559,6 +603,12 @@ impl Store for PgStore {
             .prepared(&mut client, INSERT)
             .map_err(err("prepare batch insert"))?;
         let mut tx = client.transaction().map_err(err("begin batch"))?;
+        // The ingest barrier, shared, before any id is drawn (see `barrier`).
+        tx.execute(
+            "SELECT pg_advisory_xact_lock_shared($1)",
+            &[&INGEST_BARRIER],
+        )
+        .map_err(err("begin batch"))?;
         let c = &batch.counters;
         let window = i64::from(batch.window_start.0);
         let day = window.div_euclid(DAY_INTERVALS);
@@ -691,7 +741,7 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         use sha2::Digest;
         let sha = hex::encode(sha2::Sha256::digest(payload));
-        self.client()
+        self.client()?
             .execute(
                 "INSERT INTO quarantine(received_ms, topic, batch_id, reason, size, sha256)
                  VALUES ($1, $2, $3, $4, $5, $6)",
@@ -710,7 +760,7 @@ impl Store for PgStore {
 
     fn quarantined(&self, limit: usize) -> Result<Vec<Quarantined>, StoreError> {
         let rows = self
-            .client()
+            .client()?
             .query(
                 "SELECT id, received_ms, topic, batch_id, reason, size, sha256 FROM quarantine
                  ORDER BY id DESC LIMIT $1",
@@ -733,7 +783,7 @@ impl Store for PgStore {
 
     fn gateway_status(&self) -> Result<Vec<GatewayStatus>, StoreError> {
         let rows = self
-            .client()
+            .client()?
             .query(
                 "SELECT g.id, v.name, g.revoked_ms IS NOT NULL, count(b.id), max(b.sequence),
                    max(b.window_start_enin) * 600, max(b.received_ms),
@@ -783,7 +833,7 @@ impl Store for PgStore {
             ),
         };
         let err = self.err("read sightings");
-        let mut client = self.client();
+        let mut client = self.client()?;
         let mut rows = client.query_raw(&sql, &args).map_err(&err)?;
         let mut n = 0u64;
         while let Some(r) = rows.next().map_err(&err)? {
@@ -807,16 +857,21 @@ impl Store for PgStore {
         Ok(n)
     }
 
+    /// Read under the ingest barrier: every sighting up to it is committed.
     fn sighting_watermark(&self) -> Result<i64, StoreError> {
-        self.client()
+        let mut client = self.client()?;
+        let mut tx = self.barrier(&mut client, "read sighting watermark")?;
+        let watermark = tx
             .query_one("SELECT coalesce(max(id), 0) FROM sighting", &[])
             .map(|r| r.get(0))
-            .map_err(self.err("read sighting watermark"))
+            .map_err(self.err("read sighting watermark"))?;
+        tx.commit().map_err(self.err("read sighting watermark"))?;
+        Ok(watermark)
     }
 
     fn day_counts(&self) -> Result<Vec<DayCount>, StoreError> {
         let rows = self
-            .client()
+            .client()?
             .query(
                 "SELECT window_start_enin / 144 AS day, count(*), sum(sightings)::bigint FROM batch
                  WHERE sightings > 0 GROUP BY day ORDER BY day",
@@ -841,8 +896,13 @@ impl Store for PgStore {
     ) -> Result<KeyImport, StoreError> {
         let url = self.url.clone();
         let err = |operation| pg_error(&url, operation);
-        let mut client = self.client();
+        let mut client = self.client()?;
         let mut tx = client.transaction().map_err(err("begin key import"))?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock_shared($1)",
+            &[&INGEST_BARRIER],
+        )
+        .map_err(err("begin key import"))?;
         let mut result = KeyImport::default();
         for key in keys {
             let tek = &key.tek.as_bytes()[..];
@@ -893,7 +953,7 @@ impl Store for PgStore {
 
     fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         let rows = self
-            .client()
+            .client()?
             .query(
                 "SELECT id, key_data, rolling_start, rolling_period, transmission_risk_level, report_type,
                    days_since_onset FROM diagnosis_key ORDER BY id",
@@ -925,7 +985,7 @@ impl Store for PgStore {
     fn purge(&mut self, sightings_before_s: i64, keys_before_s: i64) -> Result<Purged, StoreError> {
         let url = self.url.clone();
         let err = |operation| pg_error(&url, operation);
-        let mut client = self.client();
+        let mut client = self.client()?;
         let mut tx = client.transaction().map_err(err("begin purge"))?;
         let before = sightings_before_s.div_euclid(600);
         // Days wholly before the cutoff: their partitions are dropped.
@@ -1018,7 +1078,7 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         let url = self.url.clone();
         let err = |operation| pg_error(&url, operation);
-        let mut client = self.client();
+        let mut client = self.client()?;
         let mut tx = client.transaction().map_err(err("begin exposure update"))?;
         tx.execute(
             "DELETE FROM exposure_event WHERE start_s >= $1 AND start_s < $2",
@@ -1091,7 +1151,7 @@ impl Store for PgStore {
 
     fn venue_hours(&self, filter: &ExposureFilter) -> Result<Vec<VenueHourView>, StoreError> {
         let rows = self
-            .client()
+            .client()?
             .query(
                 "SELECT v.name, v.kind, k.hour_start_s, coalesce(h.exposure_events, 0),
                    coalesce(h.infectious_keys, 0), coalesce(h.exposure_minutes, 0),
@@ -1134,7 +1194,7 @@ impl Store for PgStore {
         each: &mut dyn FnMut(&TempIdRow<'_>),
     ) -> Result<u64, StoreError> {
         let err = self.err("read TempID sightings");
-        let mut client = self.client();
+        let mut client = self.client()?;
         let mut rows = client
             .query_raw(
                 "SELECT t.venue_id, t.window_start_enin, b.calibration_db, t.tempid, t.org, t.minutes
@@ -1160,9 +1220,11 @@ impl Store for PgStore {
         Ok(n)
     }
 
+    /// Read under the ingest barrier: every batch up to the returned id is committed.
     fn tempid_batches_since(&self, after: i64) -> Result<(i64, Vec<u32>), StoreError> {
         let err = self.err("read new TempID batches");
-        let mut client = self.client();
+        let mut client = self.client()?;
+        let mut client = self.barrier(&mut client, "read new TempID batches")?;
         let last: i64 = client
             .query_one("SELECT coalesce(max(id), 0) FROM batch", &[])
             .map_err(&err)?
@@ -1176,12 +1238,13 @@ impl Store for PgStore {
             .iter()
             .map(|r| r.get::<_, i64>(0) as u32)
             .collect();
+        client.commit().map_err(&err)?;
         Ok((last, windows))
     }
 
     fn upsert_case(&mut self, case: &BluetraceCase) -> Result<bool, StoreError> {
         // `xmax = 0` is true of a row this statement inserted, false of one it updated.
-        self.client()
+        self.client()?
             .query_one(
                 "INSERT INTO bluetrace_case(uid, from_s, to_s, label, added_ms) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT(uid) DO UPDATE SET from_s = excluded.from_s, to_s = excluded.to_s,
@@ -1201,7 +1264,7 @@ impl Store for PgStore {
 
     fn remove_case(&mut self, uid: &Uid) -> Result<(), StoreError> {
         let n = self
-            .client()
+            .client()?
             .execute(
                 "DELETE FROM bluetrace_case WHERE uid = $1",
                 &[&&uid.as_bytes()[..]],
@@ -1218,7 +1281,7 @@ impl Store for PgStore {
 
     fn cases(&self) -> Result<Vec<BluetraceCase>, StoreError> {
         let rows = self
-            .client()
+            .client()?
             .query(
                 "SELECT uid, from_s, to_s, label, added_ms FROM bluetrace_case ORDER BY from_s, uid",
                 &[],
@@ -1243,7 +1306,7 @@ impl Store for PgStore {
         hours: &[VenueHour],
     ) -> Result<(), StoreError> {
         let err = self.err("store BlueTrace venue hours");
-        let mut client = self.client();
+        let mut client = self.client()?;
         let mut tx = client.transaction().map_err(&err)?;
         tx.execute(
             "DELETE FROM bluetrace_hour WHERE hour_start_s >= $1 AND hour_start_s < $2",
@@ -1279,7 +1342,7 @@ impl Store for PgStore {
         contacts: &[Contact],
     ) -> Result<i64, StoreError> {
         let err = self.err("record contact query");
-        let mut client = self.client();
+        let mut client = self.client()?;
         let mut tx = client.transaction().map_err(&err)?;
         let id: i64 = tx
             .query_one(
@@ -1325,7 +1388,7 @@ impl Store for PgStore {
     }
 
     fn bluetrace_counts(&self) -> Result<BluetraceCounts, StoreError> {
-        self.client()
+        self.client()?
             .query_one(
                 "SELECT (SELECT count(*) FROM tempid_sighting), (SELECT count(*) FROM bluetrace_case),
                    (SELECT count(*) FROM bluetrace_hour), (SELECT count(*) FROM contact_query),
@@ -1346,8 +1409,11 @@ impl Store for PgStore {
         Ok(self.venues()?.into_iter().map(|v| (v.id, v.name)).collect())
     }
 
+    /// Read under the ingest barrier (no batch or key commits while it runs, and every one up
+    /// to the watermark is committed), so the changes and the watermark agree.
     fn changes_since_match(&self) -> Result<MatchChanges, StoreError> {
-        let mut client = self.client();
+        let mut client = self.client()?;
+        let mut client = self.barrier(&mut client, "read match state")?;
         let (key_id, batch_id, revised_ms): (i64, i64, i64) = client
             .query_opt(
                 "SELECT key_id, batch_id, revised_ms FROM match_state WHERE id = 1",
@@ -1383,6 +1449,7 @@ impl Store for PgStore {
             )
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .map_err(self.err("read watermark"))?;
+        client.commit().map_err(self.err("read watermark"))?;
         Ok(MatchChanges {
             key_ranges,
             windows,
@@ -1391,7 +1458,7 @@ impl Store for PgStore {
     }
 
     fn set_matched(&mut self, watermark: (i64, i64, i64)) -> Result<(), StoreError> {
-        self.client()
+        self.client()?
             .execute(
                 "INSERT INTO match_state(id, key_id, batch_id, revised_ms) VALUES (1, $1, $2, $3)
                  ON CONFLICT(id) DO UPDATE SET key_id = excluded.key_id, batch_id = excluded.batch_id,
@@ -1403,10 +1470,32 @@ impl Store for PgStore {
     }
 
     fn batch_count(&self) -> Result<u64, StoreError> {
-        self.client()
+        self.client()?
             .query_one("SELECT count(*) FROM batch", &[])
             .map(|r| r.get::<_, i64>(0) as u64)
             .map_err(self.err("count batches"))
+    }
+
+    /// A session advisory lock: held until released or until this connection ends (a worker
+    /// that dies mid-job frees it).
+    fn try_lease(&mut self, lease: Lease) -> Result<bool, StoreError> {
+        self.client()?
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, $2)",
+                &[&LEASE_LOCK, &(lease as i32)],
+            )
+            .map(|r| r.get(0))
+            .map_err(self.err("take lease"))
+    }
+
+    fn release_lease(&mut self, lease: Lease) -> Result<(), StoreError> {
+        self.client()?
+            .query_one(
+                "SELECT pg_advisory_unlock($1, $2)",
+                &[&LEASE_LOCK, &(lease as i32)],
+            )
+            .map(|_| ())
+            .map_err(self.err("release lease"))
     }
 }
 

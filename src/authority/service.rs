@@ -12,7 +12,7 @@ use super::ingest::{self, IngestLimits, IngestReport};
 use super::pg::PgStore;
 use super::registry::RegistryError;
 use super::store::{
-    DayCount, DynStore, ExposureFilter, ExposureRow, SightingSelection, SqliteStore, Store,
+    DayCount, DynStore, ExposureFilter, ExposureRow, Lease, SightingSelection, SqliteStore, Store,
     StoreError, VenueHourRow,
 };
 use crate::crypto::{Enin, INTERVALS_PER_DAY};
@@ -30,7 +30,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{debug, info};
 
 /// A store-backed command failed.
 #[derive(Debug, thiserror::Error)]
@@ -846,6 +846,7 @@ pub fn run(config: &AuthorityConfig, database: &Database) -> Result<IngestReport
             stored = report.stored,
             duplicates = report.duplicates,
             quarantined = report.quarantined,
+            store_failures = report.store_failures,
             "authority stopped"
         );
         Ok(report)
@@ -894,21 +895,37 @@ async fn housekeeping(
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs() as i64);
                     let sightings_before = now - retention.sightings.as_secs() as i64;
-                    let purged =
-                        store.purge(sightings_before, now - retention.keys.as_secs() as i64)?;
+                    if store.try_lease(Lease::Purge)? {
+                        let purged =
+                            store.purge(sightings_before, now - retention.keys.as_secs() as i64);
+                        store.release_lease(Lease::Purge)?;
+                        let purged = purged?;
+                        info!(
+                            batches = purged.batches,
+                            sightings = purged.sightings,
+                            tempid_sightings = purged.tempid_sightings,
+                            keys = purged.keys,
+                            bluetrace_cases = purged.bluetrace_cases,
+                            contact_queries = purged.contact_queries,
+                            "retention purge"
+                        );
+                    } else {
+                        debug!("retention purge left to the worker doing it");
+                    }
                     owned.forget_before(Enin((sightings_before.max(0) / 600) as u32));
-                    info!(
-                        batches = purged.batches,
-                        sightings = purged.sightings,
-                        tempid_sightings = purged.tempid_sightings,
-                        keys = purged.keys,
-                        bluetrace_cases = purged.bluetrace_cases,
-                        contact_queries = purged.contact_queries,
-                        "retention purge"
-                    );
                 }
                 let batches = store.batch_count()?;
-                if last != Some(batches) {
+                if last == Some(batches) {
+                    return Ok(Some(batches));
+                }
+                // Another worker sharing the store may be matching: it covers these batches
+                // (the changes are the store's, not this worker's), or this one does next
+                // minute; the batch count is not recorded, so it retries.
+                if !store.try_lease(Lease::Match)? {
+                    debug!("matching left to the worker doing it");
+                    return Ok(last);
+                }
+                let matched = (|| -> Result<(), ServiceError> {
                     let summary = match_store_cached(
                         &mut **store,
                         &risk,
@@ -940,7 +957,10 @@ async fn housekeeping(
                             "BlueTrace venue-hours recomputed"
                         );
                     }
-                }
+                    Ok(())
+                })();
+                store.release_lease(Lease::Match)?;
+                matched?;
                 Ok(Some(batches))
             };
             let result = run();

@@ -599,6 +599,29 @@ pub trait Store {
 
     /// Number of batches stored so far (the matching driver reruns when it changes).
     fn batch_count(&self) -> Result<u64, StoreError>;
+
+    /// Takes `lease` if no other worker holds it; `false` if one does. The SQLite store has one
+    /// writer at a time by construction, so it always grants it.
+    fn try_lease(&mut self, lease: Lease) -> Result<bool, StoreError> {
+        let _ = lease;
+        Ok(true)
+    }
+
+    /// Gives `lease` back (also given back if this worker's connection ends).
+    fn release_lease(&mut self, lease: Lease) -> Result<(), StoreError> {
+        let _ = lease;
+        Ok(())
+    }
+}
+
+/// Housekeeping work that, when several `run` workers share one store, one of them does at a
+/// time: whoever holds the lease does it, the others skip that round (and ingest meanwhile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Matching new batches and keys, and the BlueTrace venue-hours after them.
+    Match = 1,
+    /// The retention purge.
+    Purge = 2,
 }
 
 /// A store of either kind, as the commands and the daemon hold it.

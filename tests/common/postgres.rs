@@ -172,6 +172,37 @@ impl PgCluster {
     pub fn admin_url(&self) -> &str {
         &self.admin_url
     }
+
+    /// Restarts the private server (`pg_ctl restart -m fast`: sessions are cut, as in a real
+    /// restart), waiting until it accepts connections again. Every database of this cluster
+    /// is affected, so a test doing this must not share the cluster with tests running at the
+    /// same time. Panics with a configured server (VENUETRACE_TEST_DATABASE_URL), which tests
+    /// must not restart.
+    pub fn restart(&self) {
+        let server = self
+            .server
+            .as_ref()
+            .expect("restarting needs the private cluster: unset VENUETRACE_TEST_DATABASE_URL");
+        let data = server.data.to_str().expect("UTF-8 temp path");
+        // Logging to the file, as at the start: a server logging to pg_ctl's stdout would
+        // hold the pipe `run` reads to the end.
+        let log = server.data.with_file_name("server.log");
+        run(
+            &server.bin,
+            server.as_postgres,
+            "pg_ctl",
+            &[
+                "restart",
+                "-m",
+                "fast",
+                "-w",
+                "-D",
+                data,
+                "-l",
+                log.to_str().expect("UTF-8 temp path"),
+            ],
+        );
+    }
 }
 
 /// `url` naming database `name` instead (URL or key=value form; in the latter the last
@@ -188,6 +219,27 @@ fn with_dbname(url: &str, name: &str) -> String {
 }
 
 impl TestDb {
+    /// Its connection string as a `postgres://` URL: the form `authority.database` and
+    /// `--database` take.
+    pub fn uri(&self) -> String {
+        if self.url.contains("://") {
+            return self.url.clone();
+        }
+        let field = |key: &str| {
+            self.url
+                .split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_owned())
+                .last()
+        };
+        let user = field("user").unwrap_or_else(|| "postgres".into());
+        let password = field("password").map_or(String::new(), |p| format!(":{p}"));
+        let host = field("host").unwrap_or_else(|| "127.0.0.1".into());
+        let port = field("port").unwrap_or_else(|| "5432".into());
+        format!("postgres://{user}{password}@{host}:{port}/{}", self.name)
+    }
+
     /// A new connection to it, for inspecting what a store wrote.
     pub fn client(&self) -> ::postgres::Client {
         connect(&self.url)
