@@ -1,13 +1,17 @@
-//! The authority's ingest decision for each message, against a real SQLite store: good
+//! The authority's ingest decision for each message, against a real store (SQLite or
+//! PostgreSQL, as `VENUETRACE_TEST_STORE` selects: tests/common/store.rs): good
 //! batches are stored once and receipted (again on a resend), with their BlueTrace TempID
 //! sightings stored encrypted as received; forged, truncated, bit-flipped, wrong-version,
 //! unknown-gateway, revoked-gateway, future and expired batches are quarantined with their
 //! reason, and nothing already stored is lost.
 
+mod common;
+
+use common::store::TestStore;
 use venuetrace::advert::{Advert, ServiceUuid};
 use venuetrace::aggregate::{Aggregator, AggregatorConfig};
 use venuetrace::authority::ingest::{IngestLimits, Outcome, process};
-use venuetrace::authority::store::{SightingSelection, SqliteStore, Store};
+use venuetrace::authority::store::{DynStore, SightingSelection};
 use venuetrace::batch::{Batch, BatchId, GatewayId};
 use venuetrace::bluetrace::{TempId, TempIdKey, TempIdRead, Uid};
 use venuetrace::crypto::Enin;
@@ -39,16 +43,19 @@ fn batch(sequence: u64, window_start_s: i64) -> Batch {
     )
 }
 
+// Dropped in field order: the connection, then the test database, then the directory.
 struct Fixture {
+    store: DynStore,
+    db: TestStore,
     _dir: tempfile::TempDir,
-    store: SqliteStore,
     authority: KeyPair,
     gateway: KeyPair,
 }
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = SqliteStore::open(&dir.path().join("authority.sqlite")).expect("store");
+    let db = TestStore::new(dir.path());
+    let mut store = db.open();
     let gateway = KeyPair::generate();
     store
         .add_gateway(
@@ -62,8 +69,9 @@ fn fixture() -> Fixture {
         )
         .expect("enroll");
     Fixture {
-        _dir: dir,
         store,
+        db,
+        _dir: dir,
         authority: KeyPair::generate(),
         gateway,
     }
@@ -89,7 +97,7 @@ fn stores_once_and_receipts_every_time() {
     let limits = IngestLimits::default();
     for round in 0..2 {
         match process(
-            &mut f.store,
+            &mut *f.store,
             &f.authority,
             TOPIC,
             &sealed.envelope,
@@ -144,7 +152,7 @@ fn hostile_messages_are_quarantined() {
     let good = seal::seal(&batch(1, recent()), &f.gateway, &f.authority.public()).expect("seal");
     assert!(matches!(
         process(
-            &mut f.store,
+            &mut *f.store,
             &f.authority,
             TOPIC,
             &good.envelope,
@@ -205,7 +213,15 @@ fn hostile_messages_are_quarantined() {
     cases.push(("expired window", old.envelope, "past retention"));
     for (what, payload, want) in cases {
         let reason = quarantined(
-            process(&mut f.store, &f.authority, TOPIC, &payload, NOW_MS, &limits).expect(what),
+            process(
+                &mut *f.store,
+                &f.authority,
+                TOPIC,
+                &payload,
+                NOW_MS,
+                &limits,
+            )
+            .expect(what),
         );
         assert!(
             reason.contains(want),
@@ -215,7 +231,7 @@ fn hostile_messages_are_quarantined() {
     // Wrong topic for the sealed gateway id.
     let reason = quarantined(
         process(
-            &mut f.store,
+            &mut *f.store,
             &f.authority,
             "venuetrace/v1/gw/gw-b/batch",
             &good.envelope,
@@ -232,7 +248,7 @@ fn hostile_messages_are_quarantined() {
     let sealed = seal::seal(&other, &stranger, &f.authority.public()).expect("seal");
     let reason = quarantined(
         process(
-            &mut f.store,
+            &mut *f.store,
             &f.authority,
             "venuetrace/v1/gw/gw-x/batch",
             &sealed.envelope,
@@ -247,7 +263,7 @@ fn hostile_messages_are_quarantined() {
     let later = seal::seal(&batch(7, recent()), &f.gateway, &f.authority.public()).expect("seal");
     let reason = quarantined(
         process(
-            &mut f.store,
+            &mut *f.store,
             &f.authority,
             TOPIC,
             &later.envelope,
@@ -324,7 +340,7 @@ fn tempid_sightings_are_stored_encrypted() {
     for _ in 0..2 {
         assert!(matches!(
             process(
-                &mut f.store,
+                &mut *f.store,
                 &f.authority,
                 TOPIC,
                 &sealed.envelope,
@@ -368,21 +384,28 @@ fn tempid_sightings_are_stored_encrypted() {
         2
     );
 
-    let db = f._dir.path().join("authority.sqlite");
-    let conn = rusqlite::Connection::open(&db).expect("open");
-    let counters: (i64, i64, i64) = conn
-        .query_row(
-            "SELECT bluetrace_reads, bluetrace_reads_dropped, tempids FROM batch",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .expect("batch row");
+    let counters_sql = "SELECT bluetrace_reads, bluetrace_reads_dropped, tempids FROM batch";
+    let counters: (i64, i64, i64) = if f.db.is_postgres() {
+        let mut client =
+            postgres::Client::connect(&f.db.database, postgres::NoTls).expect("connect");
+        let row = client.query_one(counters_sql, &[]).expect("batch row");
+        (row.get(0), row.get(1), row.get(2))
+    } else {
+        let conn = rusqlite::Connection::open(&f.db.database).expect("open");
+        conn.query_row(counters_sql, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("batch row")
+    };
     assert_eq!(counters, (3, 0, 2));
-    drop(conn);
+    if f.db.is_postgres() {
+        // The byte scan below is of the SQLite file and its write-ahead log (SQLite only);
+        // that PostgreSQL gives back the TempIDs exactly as SQLite does is
+        // tests/store_contract.rs's `read_tempid_sightings` comparison.
+        return;
+    }
     // The database and its write-ahead log hold the TempIDs as received and no UID.
     let mut bytes = Vec::new();
-    for file in ["authority.sqlite", "authority.sqlite-wal"] {
-        bytes.extend(std::fs::read(f._dir.path().join(file)).unwrap_or_default());
+    for file in [f.db.database.clone(), format!("{}-wal", f.db.database)] {
+        bytes.extend(std::fs::read(file).unwrap_or_default());
     }
     for uid in &uids {
         assert!(

@@ -1,8 +1,12 @@
-//! The authority's matching driver over a real SQLite store: incremental runs (new keys, then
+//! The authority's matching driver over a real store (SQLite or PostgreSQL, as
+//! `VENUETRACE_TEST_STORE` selects: tests/common/store.rs): incremental runs (new keys, then
 //! new batches, revised keys), with or without the daemon's cache kept across runs, end with
 //! exactly the results of a full recompute; the daemon's BlueTrace venue-hours follow new
 //! batches that matter to a case.
 
+mod common;
+
+use common::store::TestStore;
 use venuetrace::advert::{Advert, DeviceAddress, ServiceUuid};
 use venuetrace::aggregate::{
     Aggregator, AggregatorConfig, Counters, MinuteRssi, Sighting, TempIdSighting,
@@ -10,9 +14,7 @@ use venuetrace::aggregate::{
 use venuetrace::authority::bluetrace::{HoursWatch, recompute_hours, recompute_hours_between};
 use venuetrace::authority::config::{self, BluetraceSettings};
 use venuetrace::authority::service::{MatchCache, match_store, match_store_cached};
-use venuetrace::authority::store::{
-    BluetraceCase, ExposureFilter, SqliteStore, Store, VenueHourView,
-};
+use venuetrace::authority::store::{BluetraceCase, ExposureFilter, Store, VenueHourView};
 use venuetrace::batch::{Batch, BatchId, GatewayId};
 use venuetrace::bluetrace::{TempIdKey, Uid};
 use venuetrace::crypto::{Enin, Metadata, RollingPeriod, Tek};
@@ -22,7 +24,7 @@ use venuetrace::matching::RiskConfig;
 const DAY_ENIN: u32 = 2_950_128; // a UTC midnight (multiple of 144)
 
 /// Batches of one gateway for windows `enins`: phones 0..5 present, phone 0 is the case.
-fn store_windows(store: &mut SqliteStore, enins: std::ops::Range<u32>, first_sequence: u64) {
+fn store_windows(store: &mut dyn Store, enins: std::ops::Range<u32>, first_sequence: u64) {
     let gateway = store.gateway("gw-m").expect("read").expect("enrolled");
     let mut agg = Aggregator::new(AggregatorConfig::default());
     let mut sequence = first_sequence;
@@ -75,7 +77,7 @@ fn case_key(report_type: ReportType) -> DiagnosisKey {
     }
 }
 
-fn results(store: &SqliteStore) -> Vec<VenueHourView> {
+fn results(store: &dyn Store) -> Vec<VenueHourView> {
     store
         .venue_hours(&ExposureFilter::default())
         .expect("query")
@@ -86,59 +88,60 @@ fn results(store: &SqliteStore) -> Vec<VenueHourView> {
 #[test]
 fn incremental_matching_equals_full_recompute() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = SqliteStore::open(&dir.path().join("a.sqlite")).expect("store");
+    let db = TestStore::new(dir.path());
+    let mut store = db.open();
     store
         .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
         .expect("enroll");
     let risk = RiskConfig::default();
-    let check = |store: &mut SqliteStore| {
+    let check = |store: &mut dyn Store| {
         let incremental = results(store);
         match_store(store, &risk, true).expect("full");
         assert_eq!(results(store), incremental, "incremental differs from full");
     };
 
     // The morning's batches, then the key: the key's days are matched.
-    store_windows(&mut store, DAY_ENIN + 50..DAY_ENIN + 56, 1);
+    store_windows(&mut *store, DAY_ENIN + 50..DAY_ENIN + 56, 1);
     store
         .import_keys(&[case_key(ReportType::ConfirmedTest)], "test", 1)
         .expect("import");
-    let summary = match_store(&mut store, &risk, false).expect("match");
+    let summary = match_store(&mut *store, &risk, false).expect("match");
     assert!(summary.days >= 1 && summary.events > 0, "{summary:?}");
-    let morning = results(&store);
+    let morning = results(&*store);
     assert!(!morning.is_empty());
-    check(&mut store);
+    check(&mut *store);
 
     // Afternoon batches, and some just after midnight (inside the ±2 h tolerance): only those
     // days are rematched, and the new hours appear.
-    store_windows(&mut store, DAY_ENIN + 100..DAY_ENIN + 104, 100);
-    store_windows(&mut store, DAY_ENIN + 144..DAY_ENIN + 146, 200);
-    let summary = match_store(&mut store, &risk, false).expect("match");
+    store_windows(&mut *store, DAY_ENIN + 100..DAY_ENIN + 104, 100);
+    store_windows(&mut *store, DAY_ENIN + 144..DAY_ENIN + 146, 200);
+    let summary = match_store(&mut *store, &risk, false).expect("match");
     assert!(summary.days >= 1);
-    let later = results(&store);
+    let later = results(&*store);
     assert!(later.len() > morning.len(), "afternoon hours added");
-    check(&mut store);
+    check(&mut *store);
 
     // A revised key (withdrawn diagnosis) removes its exposures on the next run.
     store
         .import_keys(&[case_key(ReportType::Revoked)], "test", 2)
         .expect("revise");
-    match_store(&mut store, &risk, false).expect("match");
+    match_store(&mut *store, &risk, false).expect("match");
     assert!(
-        results(&store).is_empty(),
+        results(&*store).is_empty(),
         "a revoked key's exposures are gone"
     );
-    check(&mut store);
+    check(&mut *store);
 
     // Nothing new: nothing to do.
     assert_eq!(
-        match_store(&mut store, &risk, false).expect("match").days,
+        match_store(&mut *store, &risk, false).expect("match").days,
         0
     );
 }
 
 /// Results of a full recompute with a fresh cache of `budget` bytes (restores nothing: the
 /// store's results are replaced).
-fn full_results(store: &mut SqliteStore, budget: usize) -> Vec<VenueHourView> {
+fn full_results(store: &mut dyn Store, budget: usize) -> Vec<VenueHourView> {
     let mut cache = MatchCache::new(budget);
     match_store_cached(
         store,
@@ -159,14 +162,15 @@ fn full_results(store: &mut SqliteStore, budget: usize) -> Vec<VenueHourView> {
 #[test]
 fn cached_matching_across_ingests_equals_full_recompute() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = SqliteStore::open(&dir.path().join("a.sqlite")).expect("store");
+    let db = TestStore::new(dir.path());
+    let mut store = db.open();
     store
         .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
         .expect("enroll");
     let risk = RiskConfig::default();
     let mut cache = MatchCache::new(1 << 30);
     let day = DAY_ENIN / 144;
-    let run = |store: &mut SqliteStore, cache: &mut MatchCache| {
+    let run = |store: &mut dyn Store, cache: &mut MatchCache| {
         let summary = match_store_cached(store, &risk, false, cache, &mut |_, _, _| {})
             .expect("cached match");
         let incremental = results(store);
@@ -185,22 +189,22 @@ fn cached_matching_across_ingests_equals_full_recompute() {
 
     // An old day with its own case (purged later), then a morning of 50 windows and the key.
     let old = DAY_ENIN - 5 * 144;
-    store_windows(&mut store, old + 60..old + 70, 1);
+    store_windows(&mut *store, old + 60..old + 70, 1);
     let mut old_key = case_key(ReportType::ConfirmedTest);
     old_key.tek = Tek::from_bytes([2; 16]);
     old_key.rolling_start = Enin(old);
-    store_windows(&mut store, DAY_ENIN + 40..DAY_ENIN + 90, 100);
+    store_windows(&mut *store, DAY_ENIN + 40..DAY_ENIN + 90, 100);
     store
         .import_keys(&[old_key, case_key(ReportType::ConfirmedTest)], "test", 1)
         .expect("import");
-    let (summary, first) = run(&mut store, &mut cache);
+    let (summary, first) = run(&mut *store, &mut cache);
     assert!(summary.events > 0 && !first.is_empty(), "{summary:?}");
     assert_eq!(summary.sightings, 60 * 5, "both days read whole");
     assert_eq!(cache.parts(day), Some(1));
 
     // Two more windows of the cached day: only their 10 sightings are read, as a new part.
-    store_windows(&mut store, DAY_ENIN + 90..DAY_ENIN + 92, 200);
-    let (summary, second) = run(&mut store, &mut cache);
+    store_windows(&mut *store, DAY_ENIN + 90..DAY_ENIN + 92, 200);
+    let (summary, second) = run(&mut *store, &mut cache);
     assert_eq!(summary.sightings, 10, "only the new sightings are read");
     assert_eq!(
         cache.parts(day),
@@ -210,8 +214,8 @@ fn cached_matching_across_ingests_equals_full_recompute() {
     assert!(second.len() > first.len(), "the new windows' hour is found");
 
     // One more (5 sightings): merged with the previous small part, still two parts.
-    store_windows(&mut store, DAY_ENIN + 92..DAY_ENIN + 93, 300);
-    let (summary, _) = run(&mut store, &mut cache);
+    store_windows(&mut *store, DAY_ENIN + 92..DAY_ENIN + 93, 300);
+    let (summary, _) = run(&mut *store, &mut cache);
     assert_eq!(summary.sightings, 5);
     assert_eq!(cache.parts(day), Some(2));
 
@@ -220,8 +224,8 @@ fn cached_matching_across_ingests_equals_full_recompute() {
     next_key.tek = Tek::from_bytes([1; 16]);
     next_key.rolling_start = Enin(DAY_ENIN + 144);
     store.import_keys(&[next_key], "test", 2).expect("import");
-    store_windows(&mut store, DAY_ENIN + 150..DAY_ENIN + 160, 400);
-    let (summary, third) = run(&mut store, &mut cache);
+    store_windows(&mut *store, DAY_ENIN + 150..DAY_ENIN + 160, 400);
+    let (summary, third) = run(&mut *store, &mut cache);
     assert!(summary.days >= 2, "{summary:?}");
     assert!(third.len() > second.len());
 
@@ -231,8 +235,8 @@ fn cached_matching_across_ingests_equals_full_recompute() {
     store.purge(cutoff_s, cutoff_s).expect("purge");
     cache.forget_before(Enin((cutoff_s / 600) as u32));
     assert_eq!(cache.parts(old / 144), None);
-    store_windows(&mut store, DAY_ENIN + 93..DAY_ENIN + 95, 500);
-    let (summary, _) = run(&mut store, &mut cache);
+    store_windows(&mut *store, DAY_ENIN + 93..DAY_ENIN + 95, 500);
+    let (summary, _) = run(&mut *store, &mut cache);
     assert_eq!(summary.sightings, 10);
     assert!(cache.days() >= 2);
 }
@@ -240,7 +244,7 @@ fn cached_matching_across_ingests_equals_full_recompute() {
 /// Stores one batch of gateway `gw-m` for the window starting at `window`: `tek`'s RPI of
 /// interval `rpi_interval` heard in `minutes` (offsets) at −60 dBm.
 fn store_heard(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     tek: Tek,
     rpi_interval: u32,
     window: u32,
@@ -291,7 +295,8 @@ fn store_heard(
 #[test]
 fn a_late_batch_can_move_the_next_days_windows() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = SqliteStore::open(&dir.path().join("a.sqlite")).expect("store");
+    let db = TestStore::new(dir.path());
+    let mut store = db.open();
     store
         .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
         .expect("enroll");
@@ -302,11 +307,11 @@ fn a_late_batch_can_move_the_next_days_windows() {
     store.import_keys(&[key], "test", 1).expect("import");
     let (seven_pm, last) = (DAY_ENIN + 114, DAY_ENIN + 143);
     for window in seven_pm..=last {
-        store_heard(&mut store, tek, window, window, 0..10, u64::from(window));
+        store_heard(&mut *store, tek, window, window, 0..10, u64::from(window));
     }
-    store_heard(&mut store, tek, last, last + 1, 0..5, u64::from(last + 1));
+    store_heard(&mut *store, tek, last, last + 1, 0..5, u64::from(last + 1));
     let mut cache = MatchCache::new(1 << 30);
-    let mut run = |store: &mut SqliteStore| {
+    let mut run = |store: &mut dyn Store| {
         match_store_cached(store, &risk, false, &mut cache, &mut |_, _, _| {}).expect("match");
         let stored = results(store);
         assert_eq!(
@@ -324,15 +329,15 @@ fn a_late_batch_can_move_the_next_days_windows() {
             .map(|h| (h.hour_start_s, h.exposure_events, h.exposure_minutes))
             .collect()
     };
-    let before = run(&mut store);
+    let before = run(&mut *store);
     assert_eq!(
         next_day(&before),
         [(midnight_s, 1, 5)],
         "a window from 00:00"
     );
 
-    store_heard(&mut store, tek, seven_pm - 1, seven_pm - 1, 5..10, 1);
-    let after = run(&mut store);
+    store_heard(&mut *store, tek, seven_pm - 1, seven_pm - 1, 5..10, 1);
+    let after = run(&mut *store);
     assert_eq!(
         next_day(&after),
         [(midnight_s, 0, 5)],
@@ -343,7 +348,7 @@ fn a_late_batch_can_move_the_next_days_windows() {
 /// Stores one batch of gateway `gw-m` for the window starting at `window` holding, for each
 /// `(uid, minutes)`, a TempID of that UID (valid all day) read in those minute offsets.
 fn store_tempids(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     key: &TempIdKey,
     window: u32,
     reads: &[(u8, std::ops::Range<u8>)],
@@ -401,7 +406,7 @@ fn store_tempids(
 }
 
 /// The stored venue-hours' BlueTrace counts: (hour, cases, contacts).
-fn bt_hours(store: &SqliteStore) -> Vec<(i64, u32, u32)> {
+fn bt_hours(store: &dyn Store) -> Vec<(i64, u32, u32)> {
     store
         .venue_hours(&ExposureFilter::default())
         .expect("query")
@@ -445,7 +450,8 @@ fn span_recompute_equals_full_recompute() {
 fn span_scenario(seed: u64) {
     use rand::{RngExt, SeedableRng, seq::SliceRandom};
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = SqliteStore::open(&dir.path().join("a.sqlite")).expect("store");
+    let db = TestStore::new(dir.path());
+    let mut store = db.open();
     store
         .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
         .expect("enroll");
@@ -489,14 +495,14 @@ fn span_scenario(seed: u64) {
     let mut order: Vec<usize> = (0..144).filter(|w| !windows[*w].is_empty()).collect();
     order.shuffle(&mut rng);
     let mut watch = HoursWatch::new();
-    watch.after_batches(&mut store, &settings).expect("first");
+    watch.after_batches(&mut *store, &settings).expect("first");
     let mut span_recomputes = 0;
     for (sequence, w) in order.iter().enumerate() {
         let mut reads = windows[*w].clone();
         reads.sort_by_key(|(uid, _)| *uid);
         reads.dedup_by_key(|(uid, _)| *uid);
         store_tempids(
-            &mut store,
+            &mut *store,
             &key,
             DAY_ENIN + *w as u32,
             &reads,
@@ -504,29 +510,29 @@ fn span_scenario(seed: u64) {
         );
         span_recomputes += usize::from(
             watch
-                .after_batches(&mut store, &settings)
+                .after_batches(&mut *store, &settings)
                 .expect("watch")
                 .is_some(),
         );
     }
-    let watched = bt_hours(&store);
-    let full = recompute_hours(&mut store, &settings).expect("full");
+    let watched = bt_hours(&*store);
+    let full = recompute_hours(&mut *store, &settings).expect("full");
     assert!(full.venue_hours >= 15, "{full:?}");
     assert!(span_recomputes >= 10, "{span_recomputes} span recomputes");
     assert_eq!(
         watched,
-        bt_hours(&store),
+        bt_hours(&*store),
         "seed {seed}: watch (span recomputes) vs full"
     );
-    let all = bt_hours(&store);
+    let all = bt_hours(&*store);
     for _ in 0..300 {
         let from = day_s + rng.random_range(0..24 * 3600);
         let to = from + rng.random_range(1..3 * 3600);
         store
             .replace_bluetrace_hours_between(from.div_euclid(3600) * 3600, to, &[])
             .expect("clear");
-        recompute_hours_between(&mut store, &settings, from, to).expect("span");
-        assert_eq!(bt_hours(&store), all, "seed {seed}: span {from}..{to}");
+        recompute_hours_between(&mut *store, &settings, from, to).expect("span");
+        assert_eq!(bt_hours(&*store), all, "seed {seed}: span {from}..{to}");
     }
 }
 
@@ -537,7 +543,8 @@ fn span_scenario(seed: u64) {
 #[test]
 fn daemon_recomputes_bluetrace_hours_after_batches_that_matter() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = SqliteStore::open(&dir.path().join("a.sqlite")).expect("store");
+    let db = TestStore::new(dir.path());
+    let mut store = db.open();
     store
         .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
         .expect("enroll");
@@ -545,7 +552,7 @@ fn daemon_recomputes_bluetrace_hours_after_batches_that_matter() {
     let day_s = i64::from(DAY_ENIN) * 600;
     // 10:02-10:09: the case (uid 1), with uid 2 (widened by 2 minutes: from 10:00).
     let ten = DAY_ENIN + 60;
-    store_tempids(&mut store, &key, ten, &[(1, 2..10), (2, 2..6)], 1);
+    store_tempids(&mut *store, &key, ten, &[(1, 2..10), (2, 2..6)], 1);
     store
         .upsert_case(&BluetraceCase {
             uid: Uid::from_bytes([1; 21]),
@@ -557,36 +564,38 @@ fn daemon_recomputes_bluetrace_hours_after_batches_that_matter() {
         .expect("case");
     let mut watch = HoursWatch::new();
     let first = watch
-        .after_batches(&mut store, &settings)
+        .after_batches(&mut *store, &settings)
         .expect("recompute")
         .expect("the first call computes");
     assert_eq!(
         (first.cases, first.venue_hours, first.outcomes.used),
         (1, 1, 2)
     );
-    assert_eq!(bt_hours(&store), [(day_s + 36_000, 1, 1)]);
+    assert_eq!(bt_hours(&*store), [(day_s + 36_000, 1, 1)]);
     assert_eq!(
         watch
-            .after_batches(&mut store, &settings)
+            .after_batches(&mut *store, &settings)
             .expect("nothing new"),
         None
     );
 
     // A late batch of 10:10 with uid 3 (overlapping the case's margin): recomputed.
-    store_tempids(&mut store, &key, ten + 1, &[(3, 0..2)], 2);
+    store_tempids(&mut *store, &key, ten + 1, &[(3, 0..2)], 2);
     assert!(
         watch
-            .after_batches(&mut store, &settings)
+            .after_batches(&mut *store, &settings)
             .expect("recompute")
             .is_some()
     );
-    assert_eq!(bt_hours(&store), [(day_s + 36_000, 1, 2)]);
+    assert_eq!(bt_hours(&*store), [(day_s + 36_000, 1, 2)]);
 
     // A batch of the next evening, far from the case's period: no recompute.
-    store_tempids(&mut store, &key, DAY_ENIN + 144 + 120, &[(4, 0..5)], 3);
+    store_tempids(&mut *store, &key, DAY_ENIN + 144 + 120, &[(4, 0..5)], 3);
     assert_eq!(
-        watch.after_batches(&mut store, &settings).expect("checked"),
+        watch
+            .after_batches(&mut *store, &settings)
+            .expect("checked"),
         None
     );
-    assert_eq!(bt_hours(&store), [(day_s + 36_000, 1, 2)]);
+    assert_eq!(bt_hours(&*store), [(day_s + 36_000, 1, 2)]);
 }

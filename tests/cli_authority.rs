@@ -1,9 +1,12 @@
 //! `venuetrace-authority keys …` and `bluetrace …` through the real binary: the output
 //! contracts operators and acceptance checks rely on (README.md), the sysexits codes of each
 //! failure, the BlueTrace privacy rules (contacts identified only when enabled, each use
-//! audited first), retention, and the store's migration from schema version 1.
+//! audited first), retention, and the store's migration from schema version 1. The
+//! store-backed commands run on the store `VENUETRACE_TEST_STORE` selects
+//! (tests/common/store.rs); the migration test is about an SQLite file and stays on SQLite.
 
 mod common;
+use common::store::TestStore;
 use common::tempid_ref;
 
 use serde_json::Value;
@@ -435,9 +438,8 @@ const READS: &[Reads] = &[
 /// Stores the scenario's batches: one per gateway and 10-minute window, built directly (the
 /// ingest path is tests/authority_ingest.rs's). Alice is loudest at 10:30 (−61 dBm); the
 /// souk's gateway is enrolled with a +3 dB calibration.
-fn store_scenario(db: &Path) {
+fn store_scenario(store: &mut dyn Store) {
     let p = people();
-    let mut store = SqliteStore::open(db).expect("store");
     store
         .add_gateway("gw-souk", "souk-1", "market", [1; 32], None, 3, 0)
         .expect("enroll");
@@ -510,6 +512,8 @@ fn store_scenario(db: &Path) {
 /// An authority set up for BlueTrace in a temporary directory: key file, configuration (UTC,
 /// `identify_contacts` as given, the audit log where given) and the scenario's store.
 struct Bt {
+    // Dropped before the directory.
+    store: TestStore,
     dir: tempfile::TempDir,
     config: PathBuf,
 }
@@ -518,23 +522,21 @@ impl Bt {
     fn new(identify_contacts: bool, audit_log: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("tempid.key"), key_b64() + "\n").expect("key file");
+        let store = TestStore::new(dir.path());
         let config = dir.path().join("authority.toml");
         std::fs::write(
             &config,
             format!(
-                "[authority]\nstate_dir = \"{}\"\ndatabase = \"a.sqlite\"\ntimezone = \"UTC\"\n\
+                "[authority]\nstate_dir = \"{}\"\ndatabase = \"{}\"\ntimezone = \"UTC\"\n\
                  [bluetrace]\nkey_files = [\"tempid.key\"]\nidentify_contacts = \
                  {identify_contacts}\naudit_log = \"{audit_log}\"\n",
-                dir.path().display()
+                dir.path().display(),
+                store.database,
             ),
         )
         .expect("configuration");
-        store_scenario(&dir.path().join("a.sqlite"));
-        Self { dir, config }
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("a.sqlite")
+        store_scenario(&mut *store.open());
+        Self { store, dir, config }
     }
 
     /// Runs `venuetrace-authority ARGS -c CONFIG` with only `env` in the environment.
@@ -559,14 +561,10 @@ impl Bt {
         serde_json::from_str(&self.ok(args)).expect("JSON")
     }
 
-    fn contact_queries(&self) -> (i64, i64) {
-        let conn = rusqlite::Connection::open(self.db()).expect("open");
-        conn.query_row(
-            "SELECT (SELECT count(*) FROM contact_query), (SELECT count(*) FROM contact_result)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("counts")
+    /// The contact queries and their results recorded in the store.
+    fn contact_queries(&self) -> (u64, u64) {
+        let counts = self.store.open().bluetrace_counts().expect("counts");
+        (counts.contact_queries, counts.contact_results)
     }
 
     fn add_case(&self) -> String {
@@ -898,7 +896,8 @@ fn contacts_identified_and_audited() {
     );
     assert_eq!(lines[0]["from_unix_s"], at(9, 0));
     assert_eq!(lines[0]["to"], "2026-11-29T12:00+00:00");
-    assert_eq!(lines[0]["database"], bt.db().display().to_string());
+    // The store as the authority shows it: the SQLite path, or the redacted URL.
+    assert_eq!(lines[0]["database"], bt.store.display());
     assert!(lines[0]["time"].as_str().expect("time").ends_with('Z'));
     assert_eq!(bt.contact_queries(), (3, 2));
 
@@ -941,7 +940,7 @@ fn retention_purge_removes_bluetrace_data() {
     let bt = Bt::new(true, "bluetrace-audit.jsonl");
     bt.add_case();
     bt.ok(&contacts_args(&people().uid["case"], &[]));
-    let mut store = SqliteStore::open(&bt.db()).expect("store");
+    let mut store = bt.store.open();
     let before = store.bluetrace_counts().expect("counts");
     assert_eq!(
         (
@@ -1003,7 +1002,8 @@ fn retention_purge_removes_bluetrace_data() {
 
 /// A store of schema version 1 (as deployed before BlueTrace) is migrated when a command
 /// opens it: its venues, gateways, batches, sightings and venue-hours are kept, the BlueTrace
-/// tables and batch columns exist, and it then takes batches with TempIDs.
+/// tables and batch columns exist, and it then takes batches with TempIDs. SQLite only, in
+/// both passes of scripts/test: schema version 1 only ever existed as an SQLite file.
 #[test]
 fn migration_from_version_1() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1073,7 +1073,7 @@ fn migration_from_version_1() {
     let store = SqliteStore::open(&db).expect("reopen");
     assert_eq!(store.migrated_from(), None);
     drop(store);
-    store_scenario(&db);
+    store_scenario(&mut SqliteStore::open(&db).expect("reopen"));
     let store = SqliteStore::open(&db).expect("reopen");
     assert_eq!(
         store.bluetrace_counts().expect("counts").tempid_sightings,

@@ -4,10 +4,12 @@
 //! `exposures` lists the venue-hours where those phones were — checked against the
 //! simulation's ground truth. A second scenario does the same for Wiqaytna (BlueTrace): TempIDs
 //! read by the gateways, decrypted by the authority, contacts of registered cases.
+//! The authority's store is the one `VENUETRACE_TEST_STORE` selects (tests/common/store.rs).
 
 mod common;
 
 use common::mosquitto::Broker;
+use common::store::TestStore;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -57,6 +59,8 @@ impl Drop for Killed {
 /// A city delivered: an authority configured and enrolled, its gateways' simulated days
 /// ingested (the authority stopped again).
 struct Delivered {
+    // Dropped before the directory.
+    _store: TestStore,
     dir: tempfile::TempDir,
     config: std::path::PathBuf,
 }
@@ -86,6 +90,8 @@ fn deliver_city(
 ) -> Delivered {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
+    // Its store: the one `VENUETRACE_TEST_STORE` selects (tests/common/store.rs).
+    let store = TestStore::new(d);
 
     // The authority: key pair and configuration.
     let auth_public = public_key(&run(
@@ -95,16 +101,17 @@ fn deliver_city(
             "--key",
             path(&d.join("authority.key")),
             "--database",
-            path(&d.join("a.sqlite")),
+            &store.database,
         ],
     ));
     let auth_config = d.join("authority.toml");
     std::fs::write(
         &auth_config,
         format!(
-            "[authority]\nstate_dir = \"{dir}\"\nprivate_key = \"authority.key\"\ndatabase = \"a.sqlite\"\ntimezone = \"UTC\"\n\
+            "[authority]\nstate_dir = \"{dir}\"\nprivate_key = \"authority.key\"\ndatabase = \"{database}\"\ntimezone = \"UTC\"\n\
              [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n[keys]\nallow_unsigned = false\n{extra_authority_toml}",
             dir = d.display(),
+            database = store.database,
             port = broker.port
         ),
     )
@@ -160,12 +167,14 @@ fn deliver_city(
         );
     }
 
-    // Authority ingesting, gateways simulating their day and delivering everything.
+    // Authority ingesting, gateways simulating their day and delivering everything. Its
+    // stderr goes to a file, shown if it does not stop cleanly.
+    let auth_log = d.join("authority.stderr");
     let authority = Killed(
         Command::new(AUTH)
             .args(["run", "-c", c])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&auth_log).expect("authority.stderr"))
             .spawn()
             .expect("authority run"),
     );
@@ -212,7 +221,11 @@ fn deliver_city(
         .status()
         .expect("kill -TERM");
     let status = authority.0.wait().expect("authority exits");
-    assert!(status.success(), "authority after SIGTERM: {status}");
+    assert!(
+        status.success(),
+        "authority after SIGTERM: {status}; its stderr:\n{}",
+        std::fs::read_to_string(&auth_log).unwrap_or_default()
+    );
     let status: serde_json::Value = serde_json::from_str(&run(
         AUTH,
         &["gateways", "status", "--format", "json", "-c", c],
@@ -227,6 +240,7 @@ fn deliver_city(
         );
     }
     Delivered {
+        _store: store,
         dir,
         config: auth_config,
     }

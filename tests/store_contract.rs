@@ -947,6 +947,45 @@ fn concurrent_workers_create_a_days_partitions_once() {
     );
 }
 
+/// Either store can be dropped on a thread driving async tasks, as the daemon drops its store
+/// at the end of its async ingest loop: the PostgreSQL client closes its connection without
+/// blocking on a runtime inside the runtime (which panicked), on both runtime flavours.
+#[test]
+fn stores_can_be_dropped_inside_an_async_runtime() {
+    let cluster = PgCluster::start();
+    let db = cluster.database();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for multi_thread in [false, true] {
+        let runtime = if multi_thread {
+            tokio::runtime::Builder::new_multi_thread().build()
+        } else {
+            tokio::runtime::Builder::new_current_thread().build()
+        }
+        .expect("runtime");
+        let sqlite = SqliteStore::open(&dir.path().join("authority.db")).expect("open SQLite");
+        let pg = PgStore::connect(&db.url).expect("connect PostgreSQL");
+        let stores: Vec<Box<dyn Store + Send>> = vec![Box::new(sqlite), Box::new(pg)];
+        runtime.block_on(async move { drop(stores) });
+    }
+    // The connections were closed: soon only the test's own is left.
+    let mut client = db.client();
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let sessions: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()",
+                &[],
+            )
+            .expect("sessions")
+            .get(0);
+        if sessions == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{sessions} sessions left open");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A database that is not a venuetrace store (other tables, or a newer schema) is refused,
 /// not touched; a server that cannot be reached is an error naming the operation, with the
 /// password redacted.

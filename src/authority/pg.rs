@@ -265,8 +265,8 @@ pub fn redact(url: &str) -> String {
 pub struct PgStore {
     /// `RefCell` because the client needs `&mut` for every query while the store's read
     /// methods take `&self`, as the SQLite store's do. Like a rusqlite connection, the store
-    /// is `Send` and not `Sync`.
-    client: RefCell<Client>,
+    /// is `Send` and not `Sync`. `ManuallyDrop`: closed by `Drop for PgStore`.
+    client: std::mem::ManuallyDrop<RefCell<Client>>,
     /// Statements of the hot paths (ingest), prepared once per connection.
     statements: RefCell<HashMap<&'static str, Statement>>,
     /// The connection string, password redacted.
@@ -274,6 +274,22 @@ pub struct PgStore {
     /// The connection string as given, for reconnecting. Never shown (it may hold a password).
     conn_url: String,
     migrated_from: Option<i64>,
+}
+
+/// The SQLite store can be dropped anywhere; the sync client's own drop closes the connection
+/// by blocking on its internal runtime, which panics on a thread driving async tasks (the
+/// daemon's last reference to its store goes at the end of its async ingest loop). There the
+/// client is closed on a thread of its own.
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // SAFETY: `self.client` is not used after this (nor dropped again: `ManuallyDrop`).
+        let client = unsafe { std::mem::ManuallyDrop::take(&mut self.client) };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::spawn(move || drop(client)).join();
+        } else {
+            drop(client);
+        }
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -383,7 +399,7 @@ impl PgStore {
             }
         }
         Ok(Self {
-            client: RefCell::new(client),
+            client: std::mem::ManuallyDrop::new(RefCell::new(client)),
             statements: RefCell::default(),
             url: display,
             conn_url: url.to_owned(),

@@ -9,6 +9,7 @@ pub mod bluez;
 pub mod mosquitto;
 pub mod postgres;
 pub mod responder;
+pub mod store;
 
 use std::path::PathBuf;
 
