@@ -265,8 +265,8 @@ pub fn redact(url: &str) -> String {
 pub struct PgStore {
     /// `RefCell` because the client needs `&mut` for every query while the store's read
     /// methods take `&self`, as the SQLite store's do. Like a rusqlite connection, the store
-    /// is `Send` and not `Sync`. `ManuallyDrop`: closed by `Drop for PgStore`.
-    client: std::mem::ManuallyDrop<RefCell<Client>>,
+    /// is `Send` and not `Sync`. `None` only once dropped (`Drop for PgStore` closes it).
+    client: RefCell<Option<Client>>,
     /// Statements of the hot paths (ingest), prepared once per connection.
     statements: RefCell<HashMap<&'static str, Statement>>,
     /// The connection string, password redacted.
@@ -282,8 +282,9 @@ pub struct PgStore {
 /// client is closed on a thread of its own.
 impl Drop for PgStore {
     fn drop(&mut self) {
-        // SAFETY: `self.client` is not used after this (nor dropped again: `ManuallyDrop`).
-        let client = unsafe { std::mem::ManuallyDrop::take(&mut self.client) };
+        let Some(client) = self.client.get_mut().take() else {
+            return;
+        };
         if tokio::runtime::Handle::try_current().is_ok() {
             let _ = std::thread::spawn(move || drop(client)).join();
         } else {
@@ -399,7 +400,7 @@ impl PgStore {
             }
         }
         Ok(Self {
-            client: std::mem::ManuallyDrop::new(RefCell::new(client)),
+            client: RefCell::new(Some(client)),
             statements: RefCell::default(),
             url: display,
             conn_url: url.to_owned(),
@@ -419,16 +420,18 @@ impl PgStore {
     /// `read_sightings`/`read_tempid_sightings` must not use the store (its connection is busy
     /// streaming their rows).
     fn client(&self) -> Result<std::cell::RefMut<'_, Client>, StoreError> {
-        let mut client = self
+        let mut slot = self
             .client
             .try_borrow_mut()
             .expect("PgStore used from inside one of its own read callbacks");
-        if client.is_closed() {
+        if slot.as_ref().is_none_or(Client::is_closed) {
             self.statements.borrow_mut().clear();
-            *client = Client::connect(&self.conn_url, NoTls).map_err(self.err("reconnect"))?;
+            *slot = Some(Client::connect(&self.conn_url, NoTls).map_err(self.err("reconnect"))?);
             tracing::info!(database = %self.url, "reconnected to PostgreSQL");
         }
-        Ok(client)
+        Ok(std::cell::RefMut::map(slot, |c| {
+            c.as_mut().expect("connected just above")
+        }))
     }
 
     /// Begins a transaction holding the ingest barrier exclusively: every transaction that

@@ -220,23 +220,25 @@ fn with_dbname(url: &str, name: &str) -> String {
 
 impl TestDb {
     /// Its connection string as a `postgres://` URL: the form `authority.database` and
-    /// `--database` take.
+    /// `--database` take (the private cluster's is key=value).
     pub fn uri(&self) -> String {
         if self.url.contains("://") {
             return self.url.clone();
         }
-        let field = |key: &str| {
-            self.url
-                .split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .filter(|(k, _)| *k == key)
-                .map(|(_, v)| v.to_owned())
-                .last()
+        let config: ::postgres::Config = self.url.parse().expect("a valid connection string");
+        let host = match config.get_hosts() {
+            [::postgres::config::Host::Tcp(host)] => host.clone(),
+            hosts => panic!(
+                "test database {}: expected one TCP host, got {hosts:?}",
+                self.url
+            ),
         };
-        let user = field("user").unwrap_or_else(|| "postgres".into());
-        let password = field("password").map_or(String::new(), |p| format!(":{p}"));
-        let host = field("host").unwrap_or_else(|| "127.0.0.1".into());
-        let port = field("port").unwrap_or_else(|| "5432".into());
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let user = config.get_user().unwrap_or("postgres");
+        let password = config
+            .get_password()
+            .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+            .unwrap_or_default();
         format!("postgres://{user}{password}@{host}:{port}/{}", self.name)
     }
 

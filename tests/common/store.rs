@@ -49,7 +49,7 @@ impl TestStore {
                 let cluster = PgCluster::start();
                 let db = cluster.database();
                 Self {
-                    database: as_url(&db.url),
+                    database: db.uri(),
                     _db: Some(db),
                     _cluster: Some(cluster),
                 }
@@ -86,25 +86,4 @@ impl TestStore {
     pub fn display(&self) -> String {
         self.config().to_string()
     }
-}
-
-/// A connection string as a `postgres://` URL (the authority takes only that form); the
-/// private cluster's is key=value.
-fn as_url(conn: &str) -> String {
-    if conn.contains("://") {
-        return conn.to_owned();
-    }
-    let config: ::postgres::Config = conn.parse().expect("a valid connection string");
-    let host = match config.get_hosts() {
-        [::postgres::config::Host::Tcp(host)] => host.clone(),
-        hosts => panic!("test database {conn}: expected one TCP host, got {hosts:?}"),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user().unwrap_or("postgres");
-    let password = config
-        .get_password()
-        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
-        .unwrap_or_default();
-    let dbname = config.get_dbname().expect("a database name");
-    format!("postgres://{user}{password}@{host}:{port}/{dbname}")
 }
