@@ -284,7 +284,10 @@ fn workers_share_ingest_and_ride_out_a_kill_and_a_database_restart() {
             "worker {n} stored nothing:\n{log}"
         );
         assert!(!log.contains("pw-s3cret"), "password in the log:\n{log}");
-        assert!(log.contains("postgres:***@"), "the database named, redacted:\n{log}");
+        assert!(
+            log.contains("postgres:***@"),
+            "the database named, redacted:\n{log}"
+        );
     }
     drop(broker);
 }
