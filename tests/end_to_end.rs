@@ -9,6 +9,7 @@
 mod common;
 
 use common::mosquitto::Broker;
+use common::process::{Killed, path, public_key, run};
 use common::store::TestStore;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -24,37 +25,6 @@ use venuetrace::sim::{City, GroundTruth, PhoneKind, PhoneTruth, SimConfig};
 const GW: &str = env!("CARGO_BIN_EXE_venuetrace-gateway");
 const AUTH: &str = env!("CARGO_BIN_EXE_venuetrace-authority");
 const VENUES: [&str; 3] = ["supermarket-1", "souk-1", "bus-station-1"];
-
-fn run(bin: &str, args: &[&str]) -> String {
-    let out = Command::new(bin).args(args).output().expect("runs");
-    assert!(
-        out.status.success(),
-        "{bin} {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn public_key(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("public key "))
-        .expect("public key printed")
-        .to_owned()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A city delivered: an authority configured and enrolled, its gateways' simulated days
 /// ingested (the authority stopped again).

@@ -13,6 +13,7 @@ mod common;
 
 use common::mosquitto::Broker;
 use common::postgres::{PgCluster, TestDb};
+use common::process::{Killed, path, public_key, run};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -28,42 +29,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn run(bin: &str, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(bin)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{bin} {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn public_key(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("public key "))
-        .expect("public key printed")
-        .to_owned()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-/// A child killed (if still running) when dropped.
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// One `venuetrace-authority run` worker: its own MQTT client id (a persistent session per
@@ -123,7 +88,6 @@ fn workers_share_ingest_and_ride_out_a_kill_and_a_database_restart() {
             "--database",
             &url,
         ],
-        &[],
     ));
     let config = d.join("authority.toml");
     std::fs::write(
@@ -147,7 +111,6 @@ fn workers_share_ingest_and_ride_out_a_kill_and_a_database_restart() {
         let public = public_key(&run(
             GW,
             &["keygen", "--key", path(&gw_dir.join("gateway.key"))],
-            &[],
         ));
         // The simulation's venues, two gateways each.
         let venue = ["supermarket-1", "souk-1", "bus-station-1"][i % 3].to_owned();
@@ -165,7 +128,6 @@ fn workers_share_ingest_and_ride_out_a_kill_and_a_database_restart() {
                 "-c",
                 c,
             ],
-            &[],
         );
         std::fs::write(
             gw_dir.join("gateway.toml"),

@@ -1796,8 +1796,8 @@ sightings_days = 7
         assert_eq!(
             problems(&expect_errors(r)),
             [
-                "authority.database: a \"mysql\" URL is not a supported database: give an SQLite \
-                 file (relative to authority.state_dir)"
+                "authority.database: a \"mysql\" URL is not a supported database: give a \
+                 postgres:// URL or an SQLite file (relative to authority.state_dir)"
             ]
         );
         let (_d, r) = load_text("[authority]\ntimezone = \"Europe/Paris\"\n", &[]);

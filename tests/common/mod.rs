@@ -8,6 +8,7 @@
 pub mod bluez;
 pub mod mosquitto;
 pub mod postgres;
+pub mod process;
 pub mod responder;
 pub mod store;
 
