@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use venuetrace::authority::pg::{INGEST_BARRIER, PgStore};
+use venuetrace::authority::pg::{INGEST_BARRIER, PgStore, partition_name};
 use venuetrace::authority::store::{Lease, Store};
 
 const GW: &str = env!("CARGO_BIN_EXE_venuetrace-gateway");
@@ -346,4 +346,35 @@ fn reconnects_after_the_server_cut_the_connection() {
     };
     assert_eq!(venues.len(), 1, "data intact");
     assert_eq!(venues[0].name, "souk");
+}
+
+/// The daemon prepares today's and tomorrow's partitions ahead of their first batch; doing it
+/// again changes nothing.
+#[test]
+fn days_are_prepared_ahead() {
+    let _turn = serial();
+    let cluster = PgCluster::start();
+    let db = cluster.database();
+    let mut store = PgStore::connect(&db.url).expect("connect");
+    let day = 20_600;
+    store.prepare_days(day..=day + 1).expect("prepare");
+    store.prepare_days(day..=day + 1).expect("prepare again");
+    let mut client = db.client();
+    for table in ["sighting", "tempid_sighting"] {
+        let days: Vec<String> = client
+            .query(
+                "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = to_regclass($1) ORDER BY 1",
+                &[&table],
+            )
+            .expect("catalog")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            days,
+            [partition_name(table, day), partition_name(table, day + 1)],
+            "{table}"
+        );
+    }
 }

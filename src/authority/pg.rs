@@ -1495,6 +1495,18 @@ impl Store for PgStore {
             .map_err(self.err("count batches"))
     }
 
+    /// Each day's partitions in a transaction of its own (short lock on the parents).
+    fn prepare_days(&mut self, days: std::ops::RangeInclusive<i64>) -> Result<(), StoreError> {
+        let err = self.err("create partitions");
+        let mut client = self.client()?;
+        for day in days {
+            let mut tx = client.transaction().map_err(&err)?;
+            ensure_partitions(&mut tx, day).map_err(&err)?;
+            tx.commit().map_err(&err)?;
+        }
+        Ok(())
+    }
+
     /// A session advisory lock: held until released or until this connection ends (a worker
     /// that dies mid-job frees it).
     fn try_lease(&mut self, lease: Lease) -> Result<bool, StoreError> {

@@ -600,6 +600,14 @@ pub trait Store {
     /// Number of batches stored so far (the matching driver reruns when it changes).
     fn batch_count(&self) -> Result<u64, StoreError>;
 
+    /// Makes ready to store batches of `days` (UTC days since the epoch) ahead of their first
+    /// batch: PostgreSQL creates their partitions, which takes a lock on the parent tables
+    /// that a batch creating them would hold until it commits. Nothing to do in SQLite.
+    fn prepare_days(&mut self, days: std::ops::RangeInclusive<i64>) -> Result<(), StoreError> {
+        let _ = days;
+        Ok(())
+    }
+
     /// Takes `lease` if no other worker holds it; `false` if one does. The SQLite store has one
     /// writer at a time by construction, so it always grants it.
     fn try_lease(&mut self, lease: Lease) -> Result<bool, StoreError> {
