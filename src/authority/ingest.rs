@@ -159,6 +159,19 @@ pub struct IngestReport {
     pub quarantined: u64,
     /// Store failures retried (each pauses ingest a moment).
     pub store_failures: u64,
+    /// Batches the store refused while answering otherwise: acknowledged without a receipt,
+    /// so their gateways resend them.
+    pub store_refused: u64,
+}
+
+/// How one message's processing ended.
+enum Step {
+    /// Stored, duplicate or quarantined: receipt and/or acknowledge.
+    Done(Outcome),
+    /// The store refused it twice while answering otherwise.
+    Refused(StoreError),
+    /// Shutdown while the store was failing.
+    Stop,
 }
 
 /// Ingest failed for good.
@@ -237,54 +250,74 @@ pub async fn run(
         // it is retried, backing off to 5 s, until it is stored or quarantined, so nothing is
         // skipped and the broker's window of unacknowledged messages never fills with failures.
         // Shutdown during the pause leaves it unacknowledged: redelivered after a reconnect
-        // (and resent by its gateway until receipted).
+        // (and resent by its gateway until receipted). A batch the store refuses twice while
+        // answering otherwise (a bug, a constraint) is acknowledged without a receipt instead:
+        // ingest goes on, and its gateway keeps it and resends it later.
         let mut retry = Duration::from_millis(250);
-        let mut failures = 0u32;
-        let outcome = loop {
+        let (mut failures, mut refused) = (0u32, 0u32);
+        let step = loop {
             let (store, authority) = (Arc::clone(&store), Arc::clone(&authority));
             let topic = publish.topic.clone();
             let payload = publish.payload.clone();
-            let outcome = tokio::task::spawn_blocking(move || {
+            let (outcome, answers) = tokio::task::spawn_blocking(move || {
                 let mut store = store
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                process(
+                let outcome = process(
                     &mut **store,
                     &authority,
                     &topic,
                     &payload,
                     now_ms(),
                     &limits,
-                )
+                );
+                // Whether the store answers at all (reconnecting if it must).
+                let answers = outcome.is_err() && store.batch_count().is_ok();
+                (outcome, answers)
             })
             .await
             .map_err(|e| IngestError::Internal(e.to_string()))?;
-            match outcome {
+            let e = match outcome {
                 Ok(outcome) => {
                     if failures > 0 {
                         info!(failures, "store answering again; ingest resumed");
                     }
-                    break Some(outcome);
+                    break Step::Done(outcome);
                 }
-                Err(e) => {
-                    if failures == 0 {
-                        warn!(error = %crate::exit::describe(&e), "store failed; ingest paused, retrying the batch");
-                    } else {
-                        debug!(error = %crate::exit::describe(&e), failures, "store still failing");
-                    }
-                    failures += 1;
-                    report.store_failures += 1;
-                    tokio::select! {
-                        () = shutdown.cancelled() => break None,
-                        () = tokio::time::sleep(retry) => {}
-                    }
-                    retry = (retry * 2).min(Duration::from_secs(5));
+                Err(e) => e,
+            };
+            report.store_failures += 1;
+            if answers {
+                refused += 1;
+                if refused >= 2 {
+                    break Step::Refused(e);
                 }
+                // Once more at once: the failure may have been a connection just replaced.
+                continue;
             }
+            refused = 0;
+            if failures == 0 {
+                warn!(error = %crate::exit::describe(&e), "store failed; ingest paused, retrying the batch");
+            } else {
+                debug!(error = %crate::exit::describe(&e), failures, "store still failing");
+            }
+            failures += 1;
+            tokio::select! {
+                () = shutdown.cancelled() => break Step::Stop,
+                () = tokio::time::sleep(retry) => {}
+            }
+            retry = (retry * 2).min(Duration::from_secs(5));
         };
-        let Some(outcome) = outcome else {
+        let outcome = match step {
+            Step::Done(outcome) => outcome,
             // Shutting down with the store still failing: not acknowledged.
-            break;
+            Step::Stop => break,
+            Step::Refused(e) => {
+                report.store_refused += 1;
+                warn!(topic = %publish.topic, error = %crate::exit::describe(&e), "store refused this batch although it answers: acknowledged without a receipt (its gateway keeps it and resends it)");
+                let _ = client.ack(&publish).await;
+                continue;
+            }
         };
         match outcome {
             Outcome::Receipt {

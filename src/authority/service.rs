@@ -847,6 +847,7 @@ pub fn run(config: &AuthorityConfig, database: &Database) -> Result<IngestReport
             duplicates = report.duplicates,
             quarantined = report.quarantined,
             store_failures = report.store_failures,
+            store_refused = report.store_refused,
             "authority stopped"
         );
         Ok(report)
