@@ -35,6 +35,10 @@
 //!
 //! Run: `scripts/bench-fleet` (starts a private Mosquitto; extra arguments come here), or
 //! `cargo run --release --example fleet_load -- --port PORT [--gateways 10000] [--json]`.
+//! `--database postgres://...` stores in PostgreSQL (an empty database) instead of a SQLite
+//! file; `--workers N` runs N `ingest::run` instances, each with its own store connection and
+//! MQTT client id, in one share group (`scripts/bench-fleet --postgres` starts a private
+//! PostgreSQL and passes its URL).
 
 use clap::Parser;
 use rand::{RngExt, SeedableRng};
@@ -46,7 +50,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use venuetrace::aggregate::{Counters, MinuteRssi, Sighting, Window};
 use venuetrace::authority::ingest::{self, IngestLimits};
-use venuetrace::authority::store::{SqliteStore, Store};
+use venuetrace::authority::pg::PgStore;
+use venuetrace::authority::store::{DynStore, SqliteStore};
 use venuetrace::batch::{Batch, GatewayId};
 use venuetrace::crypto::{Aem, Enin, Rpi};
 use venuetrace::gateway::publisher::{MqttSettings, ReceiptMessage};
@@ -85,6 +90,26 @@ struct Args {
     /// Also print one JSON line with every figure.
     #[arg(long)]
     json: bool,
+    /// PostgreSQL connection URL of an empty database (default: a SQLite file in a temporary
+    /// directory).
+    #[arg(long, default_value = "")]
+    database: String,
+    /// Ingest workers: `ingest::run` instances with their own store connections, one share
+    /// group.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+}
+
+/// A new connection to the store. The `postgres` client blocks on a runtime of its own, so
+/// store calls (and drops) outside the ingest's blocking tasks go through `block_in_place`.
+fn open(database: &str, sqlite: &std::path::Path) -> DynStore {
+    tokio::task::block_in_place(|| -> DynStore {
+        if database.is_empty() {
+            Box::new(SqliteStore::open(sqlite).expect("SQLite store"))
+        } else {
+            Box::new(PgStore::connect(database).expect("PostgreSQL store"))
+        }
+    })
 }
 
 /// One sealed batch, ready for its gateway's connection.
@@ -358,23 +383,26 @@ async fn main() {
 
     // Enrollment: one autocommit transaction per gateway, as `gateways add` does.
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = SqliteStore::open(&dir.path().join("authority.sqlite")).expect("store");
+    let sqlite = dir.path().join("authority.sqlite");
+    let mut store = open(&a.database, &sqlite);
     let authority = KeyPair::generate();
     let keys: Vec<KeyPair> = (0..a.gateways).map(|_| KeyPair::generate()).collect();
     let enroll_started = Instant::now();
-    for (g, key) in keys.iter().enumerate() {
-        store
-            .add_gateway(
-                &format!("gw-{g}"),
-                &format!("venue-{g}"),
-                "market",
-                *key.public().as_bytes(),
-                None,
-                0,
-                0,
-            )
-            .expect("enroll");
-    }
+    tokio::task::block_in_place(|| {
+        for (g, key) in keys.iter().enumerate() {
+            store
+                .add_gateway(
+                    &format!("gw-{g}"),
+                    &format!("venue-{g}"),
+                    "market",
+                    *key.public().as_bytes(),
+                    None,
+                    0,
+                    0,
+                )
+                .expect("enroll");
+        }
+    });
     let enroll_s = enroll_started.elapsed().as_secs_f64();
     eprintln!(
         "fleet_load: enrolled {} gateways in {enroll_s:.2} s",
@@ -425,33 +453,47 @@ async fn main() {
     );
 
     // The authority.
-    let store: Arc<Mutex<venuetrace::authority::store::DynStore>> =
-        Arc::new(Mutex::new(Box::new(store)));
+    // Worker 0 keeps the connection that enrolled the gateways; the others open their own.
+    // Kept here, so that the connections are dropped outside the runtime's tasks.
+    let mut stores = vec![store];
+    stores.extend((1..a.workers.max(1)).map(|_| open(&a.database, &sqlite)));
+    let stores: Vec<Arc<Mutex<DynStore>>> = stores
+        .into_iter()
+        .map(|store| Arc::new(Mutex::new(store)))
+        .collect();
     let shutdown = CancellationToken::new();
-    let settings = MqttSettings {
-        host: "127.0.0.1".into(),
-        port: a.port,
-        client_id: "fleet-load-authority".into(),
-        tls: None,
-        credentials: None,
-        keep_alive: Duration::from_secs(30),
-        max_packet_bytes: 32 << 20,
-    };
-    let ingest = {
-        let (store, shutdown, authority) =
-            (Arc::clone(&store), shutdown.clone(), authority.clone());
-        tokio::spawn(async move {
-            ingest::run(
-                &settings,
-                "fleet",
-                authority,
-                store,
-                IngestLimits::default(),
-                shutdown,
-            )
-            .await
+    let ingests: Vec<_> = stores
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(w, store)| {
+            let settings = MqttSettings {
+                host: "127.0.0.1".into(),
+                port: a.port,
+                client_id: if w == 0 {
+                    "fleet-load-authority".into()
+                } else {
+                    format!("fleet-load-authority-{w}")
+                },
+                tls: None,
+                credentials: None,
+                keep_alive: Duration::from_secs(30),
+                max_packet_bytes: 32 << 20,
+            };
+            let (shutdown, authority) = (shutdown.clone(), authority.clone());
+            tokio::spawn(async move {
+                ingest::run(
+                    &settings,
+                    "fleet",
+                    authority,
+                    store,
+                    IngestLimits::default(),
+                    shutdown,
+                )
+                .await
+            })
         })
-    };
+        .collect();
 
     // Receipts, as the gateways would see them.
     let ledger = Arc::new(Ledger::new(a.gateways, per_gateway));
@@ -656,13 +698,33 @@ async fn main() {
     // Duplicate receipts (a redelivery) would arrive right after; let them.
     tokio::time::sleep(Duration::from_millis(500)).await;
     shutdown.cancel();
-    let report = match ingest.await.expect("join") {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("fleet_load: ingest failed: {e}");
-            std::process::exit(2);
+    let mut report = ingest::IngestReport::default();
+    for ingest in ingests {
+        match ingest.await.expect("join") {
+            Ok(r) => {
+                report.stored += r.stored;
+                report.duplicates += r.duplicates;
+                report.quarantined += r.quarantined;
+            }
+            Err(e) => {
+                eprintln!("fleet_load: ingest failed: {e}");
+                std::process::exit(2);
+            }
         }
-    };
+    }
+    let in_store = tokio::task::block_in_place(|| {
+        drop(stores);
+        open(&a.database, &sqlite).batch_count().expect("count")
+    });
+    eprintln!(
+        "fleet_load: {} worker(s) on {}: batches in the store {in_store}",
+        a.workers.max(1),
+        if a.database.is_empty() {
+            "SQLite"
+        } else {
+            "PostgreSQL"
+        }
+    );
     stop.cancel();
     let load_end = loadavg();
 

@@ -15,7 +15,10 @@
 //! indexing them, the whole `match --full` ([`match_store_cached`]) and the daemon's minutely
 //! rematch after one minute of new batches with its cache kept; also the read as the code
 //! before the compact tables did it, and read variants considered. `--reuse` keeps an
-//! existing store file. `read --db PATH`: the read variants alone.
+//! existing store file. `store --database postgres://...` does the same on PostgreSQL
+//! ([`PgStore`]; the database should be empty, or `--reuse` keeps what it holds), without the
+//! SQLite-only read variants, reporting `pg_database_size`. `read --db PATH`: the read variants
+//! alone.
 //!
 //! The scenario ("realistic"; every number is a flag):
 //! - 21 days of sightings (the retention), 1e8 in all (~4.76 M a day), at 2,000 venues open
@@ -40,6 +43,8 @@
 //! `cargo run --release --example match_scale -- memory`
 //! `cargo run --release --example match_scale -- store --db /tmp/vt-match-scale.sqlite`
 //! (delete the file afterwards: ~1.1 GB)
+//! `scripts/bench-match-store --days 1 --sightings 1e6 --venues 200` (SQLite, then a private
+//! PostgreSQL, at the same scale)
 //! Figures: docs/performance.md, "Matching, M3".
 
 use std::collections::BTreeMap;
@@ -47,8 +52,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use venuetrace::aggregate::{Counters, MinuteRssi, Sighting};
+use venuetrace::authority::pg::PgStore;
 use venuetrace::authority::service::{MatchCache, load_days, match_store_cached};
-use venuetrace::authority::store::{SightingSelection, SqliteStore, Store};
+use venuetrace::authority::store::{DynStore, SightingSelection, SqliteStore, Store};
 use venuetrace::batch::{Batch, BatchId, GatewayId};
 use venuetrace::crypto::{Aem, Enin, Metadata, RollingPeriod, Rpi, Tek};
 use venuetrace::export::{DiagnosisKey, ReportType};
@@ -561,18 +567,55 @@ fn memory(p: &Params) {
     }
 }
 
-/// Writes a store of `p.sightings` over `p.days` days (the keys those days have at full
-/// scale), then times reading, indexing and matching it.
-/// Writes the scenario's store through the store's API.
-fn write_store(p: &Params, path: &std::path::Path) {
-    let _ = std::fs::remove_file(path);
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(path.with_file_name(format!(
-            "{}{suffix}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("db")
-        )));
+/// The store under test: the SQLite file `path`, or the PostgreSQL database `database`.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Sqlite(&'a std::path::Path),
+    Postgres(&'a str),
+}
+
+impl Target<'_> {
+    /// A new connection.
+    fn open(self) -> DynStore {
+        match self {
+            Target::Sqlite(path) => Box::new(SqliteStore::open(path).expect("store")),
+            Target::Postgres(url) => Box::new(PgStore::connect(url).expect("store")),
+        }
     }
-    let mut store = SqliteStore::open(path).expect("store");
+
+    /// Bytes on disk: the SQLite file, or `pg_database_size`.
+    fn size(self) -> u64 {
+        match self {
+            Target::Sqlite(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
+            Target::Postgres(url) => {
+                let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+                let size: i64 = client
+                    .query_one("SELECT pg_database_size(current_database())", &[])
+                    .expect("size")
+                    .get(0);
+                size as u64
+            }
+        }
+    }
+}
+
+/// Writes the scenario's store through the store's API.
+fn write_store(p: &Params, target: Target<'_>) {
+    if let Target::Sqlite(path) = target {
+        let _ = std::fs::remove_file(path);
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(path.with_file_name(format!(
+                "{}{suffix}",
+                path.file_name().and_then(|n| n.to_str()).unwrap_or("db")
+            )));
+        }
+    }
+    let mut store = target.open();
+    assert_eq!(
+        store.batch_count().expect("count"),
+        0,
+        "match_scale store wants an empty store (or --reuse)"
+    );
     let t = Instant::now();
     let mut gateway_rows = BTreeMap::new();
     for venue in 0..p.venues {
@@ -645,10 +688,10 @@ fn write_store(p: &Params, path: &std::path::Path) {
         .import_keys(&diagnosis, "match_scale", 0)
         .expect("import");
     let write_s = t.elapsed().as_secs_f64();
-    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    let size = target.size();
     eprintln!(
         "match_scale: store written in {write_s:.1} s: {batches} batches, {rows} sightings \
-         ({:.0} sightings/s through store_batch), {} keys; file {} MiB ({:.0} bytes a sighting)",
+         ({:.0} sightings/s through store_batch), {} keys; on disk {} MiB ({:.0} bytes a sighting)",
         rows as f64 / write_s,
         keys.len(),
         size >> 20,
@@ -656,14 +699,18 @@ fn write_store(p: &Params, path: &std::path::Path) {
     );
 }
 
-fn store(p: &Params, path: &std::path::Path) {
-    let reuse = std::env::args().any(|a| a == "--reuse") && path.exists();
+fn store(p: &Params, target: Target<'_>) {
+    let reuse = std::env::args().any(|a| a == "--reuse")
+        && match target {
+            Target::Sqlite(path) => path.exists(),
+            Target::Postgres(_) => target.open().batch_count().expect("count") > 0,
+        };
     if !reuse {
-        write_store(p, path);
+        write_store(p, target);
     }
     // Reading: a fresh connection (cold SQLite cache; the file is in the OS page cache, as on
     // a server with the memory for it).
-    let mut store = SqliteStore::open(path).expect("store");
+    let mut store = target.open();
     let days: Vec<u32> = store
         .day_counts()
         .expect("counts")
@@ -691,7 +738,7 @@ fn store(p: &Params, path: &std::path::Path) {
         }
         let read_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let loaded = load_days(&store, &mut cache, &days, upto).expect("load");
+        let loaded = load_days(&*store, &mut cache, &days, upto).expect("load");
         let load_s = t.elapsed().as_secs_f64();
         eprintln!(
             "match_scale: round {round}: read {read} sightings into tables in {read_s:.2} s \
@@ -704,8 +751,15 @@ fn store(p: &Params, path: &std::path::Path) {
         );
     }
 
-    // The same reads as before this change, and variants considered.
-    for (name, pragma) in [("", ""), (" (mmap)", "PRAGMA mmap_size = 68719476736;")] {
+    // The same reads as before this change, and variants considered (SQLite only).
+    let sqlite_variants: &[(&str, &str)] = match target {
+        Target::Sqlite(_) => &[("", ""), (" (mmap)", "PRAGMA mmap_size = 68719476736;")],
+        Target::Postgres(_) => &[],
+    };
+    for &(name, pragma) in sqlite_variants {
+        let Target::Sqlite(path) = target else {
+            unreachable!()
+        };
         let conn = rusqlite::Connection::open(path).expect("open");
         conn.execute_batch(pragma).expect("pragma");
         for (variant, read) in [
@@ -729,14 +783,14 @@ fn store(p: &Params, path: &std::path::Path) {
     let mut cache = MatchCache::new(usize::MAX);
     let t = Instant::now();
     let summary =
-        match_store_cached(&mut store, &risk, true, &mut cache, &mut |_, _, _| {}).expect("match");
+        match_store_cached(&mut *store, &risk, true, &mut cache, &mut |_, _, _| {}).expect("match");
     eprintln!(
         "match_scale: match --full (cold cache): {:.2} s: {summary:?}",
         t.elapsed().as_secs_f64()
     );
     let t = Instant::now();
     let summary =
-        match_store_cached(&mut store, &risk, true, &mut cache, &mut |_, _, _| {}).expect("match");
+        match_store_cached(&mut *store, &risk, true, &mut cache, &mut |_, _, _| {}).expect("match");
     eprintln!(
         "match_scale: match --full (warm cache, the daemon's): {:.2} s: {} days, {} events, {} \
          venue-hours, {} sightings read",
@@ -809,8 +863,8 @@ fn store(p: &Params, path: &std::path::Path) {
         g += 1;
     }
     let t = Instant::now();
-    let summary =
-        match_store_cached(&mut store, &risk, false, &mut cache, &mut |_, _, _| {}).expect("match");
+    let summary = match_store_cached(&mut *store, &risk, false, &mut cache, &mut |_, _, _| {})
+        .expect("match");
     eprintln!(
         "match_scale: daemon rematch after one minute of batches ({added} sightings): {:.2} s: \
          {} days, {} keys, {} sightings read; cache {} days, {} MiB; peak RSS {} MiB",
@@ -858,10 +912,18 @@ fn main() {
     eprintln!("match_scale: {mode} {p:?}");
     match mode.as_str() {
         "memory" => memory(&p),
-        "store" => store(
-            &p,
-            std::path::Path::new(&arg("--db", "/tmp/vt-match-scale.sqlite".to_owned())),
-        ),
+        "store" => {
+            let db = arg("--db", "/tmp/vt-match-scale.sqlite".to_owned());
+            let database = arg("--database", String::new());
+            store(
+                &p,
+                if database.is_empty() {
+                    Target::Sqlite(std::path::Path::new(&db))
+                } else {
+                    Target::Postgres(&database)
+                },
+            )
+        }
         "read" => read_variants(std::path::Path::new(&arg(
             "--db",
             "/tmp/vt-match-scale.sqlite".to_owned(),
