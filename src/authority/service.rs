@@ -892,15 +892,12 @@ async fn housekeeping(
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 // Today's and tomorrow's partitions exist before their first batch.
-                let today = std::time::SystemTime::now()
+                let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64)
-                    / 86_400;
+                    .map_or(0, |d| d.as_secs() as i64);
+                let today = now / 86_400;
                 store.prepare_days(today..=today + 1)?;
                 if purge {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs() as i64);
                     let sightings_before = now - retention.sightings.as_secs() as i64;
                     if store.try_lease(Lease::Purge)? {
                         let purged =
