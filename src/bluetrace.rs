@@ -325,6 +325,105 @@ impl Decrypted {
     }
 }
 
+/// One record of a case's uploaded encounter list (OpenTrace's `StreetPassRecord`): when the
+/// case's phone exchanged TempIDs with another phone, and what that phone presented.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncounterRecord {
+    /// When, Unix seconds (the phone records milliseconds; OpenTrace's backend takes values
+    /// above 10^10 as milliseconds, and so does this parser).
+    pub at_s: i64,
+    /// The other phone's encrypted TempID (`msg`).
+    pub tempid: TempId,
+    /// Its organisation code (`org`).
+    pub org: String,
+}
+
+/// A parsed encounter list: the usable records, and how many were not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EncounterList {
+    /// Records with a time, a TempID and an organisation code.
+    pub records: Vec<EncounterRecord>,
+    /// Records that are not: not an object, no or a bad `timestamp`, `msg` or `org`.
+    pub malformed: u64,
+    /// The first malformed record: its index in `records` and what is wrong with it.
+    pub first_malformed: Option<(usize, String)>,
+}
+
+/// Why an encounter list file cannot be read at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncounterListError {
+    /// Not JSON (serde's message names the line and column).
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    /// JSON, but neither an object with a `records` array nor an array.
+    #[error(
+        "expected the phone's upload (an object with a \"records\" array) or an array of \
+         records"
+    )]
+    Shape,
+}
+
+/// Parses a case's uploaded encounter list: the JSON a BlueTrace phone uploads
+/// (`{"token":…, "records":[…], "events":[…]}`, as OpenTrace's `processUploadedData` reads it)
+/// or a bare array of its records. Of each record only `timestamp`, `msg` (the other phone's
+/// TempID) and `org` are kept; the phone models, RSSI and TX power are dropped. A record
+/// that is not usable is counted, not fatal: one bad line in a phone's 21 days must not hide
+/// the rest.
+pub fn parse_encounter_list(bytes: &[u8]) -> Result<EncounterList, EncounterListError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| EncounterListError::NotJson(e.to_string()))?;
+    let records = match &value {
+        serde_json::Value::Array(records) => records,
+        serde_json::Value::Object(o) => o
+            .get("records")
+            .and_then(|r| r.as_array())
+            .ok_or(EncounterListError::Shape)?,
+        _ => return Err(EncounterListError::Shape),
+    };
+    let mut list = EncounterList::default();
+    for (index, record) in records.iter().enumerate() {
+        match encounter_record(record) {
+            Ok(r) => list.records.push(r),
+            Err(why) => {
+                list.malformed += 1;
+                list.first_malformed.get_or_insert((index, why));
+            }
+        }
+    }
+    Ok(list)
+}
+
+/// Largest timestamp accepted, seconds: the end of `i32` time, as TempIDs carry it.
+const MAX_ENCOUNTER_S: f64 = i32::MAX as f64;
+
+fn encounter_record(record: &serde_json::Value) -> Result<EncounterRecord, String> {
+    let object = record.as_object().ok_or("not an object")?;
+    let at = object
+        .get("timestamp")
+        .and_then(|t| t.as_f64())
+        .ok_or("no numeric \"timestamp\"")?;
+    let at_s = if at > 1e10 { at / 1000.0 } else { at };
+    if !(0.0..=MAX_ENCOUNTER_S).contains(&at_s) {
+        return Err(format!("\"timestamp\" {at} is out of range"));
+    }
+    let msg = object
+        .get("msg")
+        .and_then(|m| m.as_str())
+        .ok_or("no \"msg\" (the other phone's TempID)")?;
+    let tempid = TempId::from_base64(msg)
+        .map_err(|_| "\"msg\" is not a TempID (84 characters of base64)")?;
+    let org = object
+        .get("org")
+        .and_then(|o| o.as_str())
+        .filter(|o| valid_org(o))
+        .ok_or("no or a malformed \"org\"")?;
+    Ok(EncounterRecord {
+        at_s: at_s.floor() as i64,
+        tempid,
+        org: org.to_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,5 +553,78 @@ mod tests {
         let text = format!("{t:?} {:?} {:?}", Uid::from_bytes([2; 21]), key());
         assert!(!text.contains(&t.to_base64()[..8]));
         assert!(text.contains("redacted"));
+    }
+
+    /// An OpenTrace upload: records kept with their time (milliseconds taken as such, as the
+    /// backend does), TempID and organisation; the models, RSSI and TX power dropped; bad
+    /// records counted with the first one named; a bare array read too; a file that is not a
+    /// list refused.
+    #[test]
+    fn encounter_list() {
+        let t = key().encrypt(
+            &Uid::from_bytes([5; 21]),
+            1_700_000_000,
+            1_700_000_900,
+            &[1; 16],
+        );
+        let msg = t.to_base64();
+        let upload = serde_json::json!({
+            "token": "opaque",
+            "events": [{"msg": "Scanning started", "timestamp": 1_700_000_100_000u64}],
+            "records": [
+                {"timestamp": 1_700_000_123_456u64, "msg": msg, "org": "MAR", "modelC": "Pixel",
+                 "modelP": "SM-G973F", "rssi": -67, "txPower": 7, "v": 2},
+                {"timestamp": 1_700_000_200, "msg": msg, "org": "MAR"},
+                {"timestamp": 1_700_000_300.5, "msg": msg, "org": "SG_MOH"},
+                {"msg": msg, "org": "MAR"},
+                {"timestamp": 1_700_000_300, "msg": "not-a-tempid", "org": "MAR"},
+                {"timestamp": 1_700_000_300, "org": "MAR"},
+                {"timestamp": 1_700_000_300, "msg": msg, "org": "M A R"},
+                {"timestamp": -5, "msg": msg, "org": "MAR"},
+                {"timestamp": 1e300, "msg": msg, "org": "MAR"},
+                "text"
+            ]
+        });
+        let list = parse_encounter_list(upload.to_string().as_bytes()).expect("parses");
+        let kept: Vec<(i64, &str)> = list
+            .records
+            .iter()
+            .map(|r| (r.at_s, r.org.as_str()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (1_700_000_123, "MAR"),
+                (1_700_000_200, "MAR"),
+                (1_700_000_300, "SG_MOH")
+            ]
+        );
+        assert!(list.records.iter().all(|r| r.tempid == t));
+        assert_eq!(list.malformed, 7);
+        assert_eq!(
+            list.first_malformed,
+            Some((3, "no numeric \"timestamp\"".to_owned()))
+        );
+
+        let bare = serde_json::json!([{"timestamp": 1_700_000_200, "msg": msg, "org": "MAR"}]);
+        let list = parse_encounter_list(bare.to_string().as_bytes()).expect("parses");
+        assert_eq!((list.records.len(), list.malformed), (1, 0));
+
+        for shape in [
+            r#"{"token":"x"}"#,
+            r#"{"records":{}}"#,
+            "42",
+            r#""records""#,
+        ] {
+            assert_eq!(
+                parse_encounter_list(shape.as_bytes()),
+                Err(EncounterListError::Shape),
+                "{shape}"
+            );
+        }
+        let Err(EncounterListError::NotJson(why)) = parse_encounter_list(b"{\"records\": [") else {
+            panic!("truncated JSON is refused");
+        };
+        assert!(why.contains("line 1"), "{why}");
     }
 }

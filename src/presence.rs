@@ -31,6 +31,21 @@
 //! reads within [`read_span`] of the case's period, so a case's result depends on nothing
 //! outside that span.
 //!
+//! # Encounter lists
+//!
+//! A case's phone may not have been read at a venue (a gateway reads a phone only when it
+//! answers a connection, and not every phone does) while its phone still recorded the phones
+//! around it. Its uploaded encounter list (OpenTrace's `StreetPassRecord`s: when, and the other
+//! phone's TempID) then places it: each record inside the case's period is decided as a
+//! sighting is ([`decide_encounters`]: organisation, key, and the record's second inside the
+//! TempID's validity, else a replay), and a used one whose UID has a presence at a venue
+//! containing that second puts the case at that venue in that minute — phones exchange
+//! TempIDs only within a few metres. Those minutes join the case's own reads at the venue
+//! before its presences are built, so a contact's row says what put the case there
+//! ([`Basis`]: its own TempIDs read, an encounter, or both). The phone that was met is a
+//! contact too, like anyone else whose presence overlaps. An encounter with a UID no gateway
+//! read then places nothing: the venue is unknown.
+//!
 //! # Venue-hours
 //!
 //! Per venue and hour ([`Presences::venue_hours`]): `cases`, the distinct case UIDs with a
@@ -40,7 +55,7 @@
 //! is not also a contact). Counts only: the venue-hour report never names anyone.
 
 use crate::aggregate::MinuteRssi;
-use crate::bluetrace::{TempId, TempIdKey, Uid, Validity};
+use crate::bluetrace::{EncounterRecord, TempId, TempIdKey, Uid, Validity};
 use crate::crypto::Enin;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
@@ -107,16 +122,36 @@ pub fn decide(
     keys: &[TempIdKey],
     settings: &PresenceSettings,
 ) -> Decision {
-    if !settings.orgs.is_empty() && !settings.orgs.iter().any(|o| o == sighting.org) {
+    let window_start_s = i64::from(sighting.window_start.0) * 600;
+    decide_tempid(
+        sighting.tempid,
+        sighting.org,
+        sighting.minutes.iter().map(|m| {
+            let seen_from = window_start_s + i64::from(m.minute) * 60;
+            (seen_from, seen_from + 60)
+        }),
+        keys,
+        settings,
+    )
+}
+
+/// Decides a TempID of organisation `org` seen in each of the spans `seen` (Unix seconds,
+/// `[from, until)`): organisation, then a key, then every span inside the validity.
+fn decide_tempid(
+    tempid: &TempId,
+    org: &str,
+    seen: impl IntoIterator<Item = (i64, i64)>,
+    keys: &[TempIdKey],
+    settings: &PresenceSettings,
+) -> Decision {
+    if !settings.orgs.is_empty() && !settings.orgs.iter().any(|o| o == org) {
         return Decision::WrongOrg;
     }
-    let Some(decrypted) = keys.iter().find_map(|k| k.decrypt(sighting.tempid).ok()) else {
+    let Some(decrypted) = keys.iter().find_map(|k| k.decrypt(tempid).ok()) else {
         return Decision::Undecryptable;
     };
-    let window_start_s = i64::from(sighting.window_start.0) * 600;
-    for m in sighting.minutes {
-        let seen_from = window_start_s + i64::from(m.minute) * 60;
-        match decrypted.validity(seen_from, seen_from + 60, settings.validity_tolerance_s) {
+    for (from, until) in seen {
+        match decrypted.validity(from, until, settings.validity_tolerance_s) {
             Validity::Valid => {}
             other => return Decision::Replay(other),
         }
@@ -272,6 +307,79 @@ pub fn read_span(from_s: i64, to_s: i64, settings: &PresenceSettings) -> (i64, i
     (from_s - pad, to_s + pad)
 }
 
+/// The case's phone met another phone: that phone's UID (its TempID decrypted) and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encounter {
+    /// The other phone's UID.
+    pub uid: Uid,
+    /// When, Unix seconds.
+    pub at_s: i64,
+}
+
+/// How the records of a case's encounter list were decided, and how many placed the case.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EncounterOutcomes {
+    /// Records outside the case's period (not decided).
+    pub outside_period: u64,
+    /// Records inside it, decided: used (decrypted, of a configured organisation, recorded
+    /// inside the TempID's validity) or why not.
+    #[serde(flatten)]
+    pub decided: Outcomes,
+    /// Used records that put the case at a venue: the other phone was read there then.
+    pub placed: u64,
+}
+
+/// Decides the records of `case`'s encounter list that fall in its period, as sightings are
+/// decided ([`decide`]; the record's second is the time seen). Returns the used ones.
+pub fn decide_encounters(
+    records: &[EncounterRecord],
+    case: &Case,
+    keys: &[TempIdKey],
+    settings: &PresenceSettings,
+) -> (Vec<Encounter>, EncounterOutcomes) {
+    let mut outcomes = EncounterOutcomes::default();
+    let mut used = Vec::new();
+    for r in records {
+        if r.at_s < case.from_s || r.at_s >= case.to_s {
+            outcomes.outside_period += 1;
+            continue;
+        }
+        let decision = decide_tempid(&r.tempid, &r.org, [(r.at_s, r.at_s + 1)], keys, settings);
+        outcomes.decided.count(&decision);
+        if let Decision::Used(uid) = decision {
+            used.push(Encounter { uid, at_s: r.at_s });
+        }
+    }
+    (used, outcomes)
+}
+
+/// What puts a case at a venue in a contact's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Basis {
+    /// A gateway there read the case's own TempIDs.
+    Read,
+    /// The case's phone met a phone a gateway there read at that time (its encounter list).
+    Encounter,
+    /// Both.
+    Both,
+}
+
+impl Basis {
+    /// The name used in output and the store: `read`, `encounter`, `both`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Basis::Read => "read",
+            Basis::Encounter => "encounter",
+            Basis::Both => "both",
+        }
+    }
+
+    /// The basis of something resting on both `self` and `other`.
+    pub fn and(self, other: Basis) -> Basis {
+        if self == other { self } else { Basis::Both }
+    }
+}
+
 /// A presence of one UID at one venue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Presence {
@@ -348,6 +456,8 @@ pub struct Contact {
     pub overlap_minutes: u32,
     /// The contact's highest calibrated RSSI in this presence, dBm (nearness to the gateway).
     pub max_rssi_dbm: i32,
+    /// What put the case there: its own TempIDs read, its encounter list, or both.
+    pub basis: Basis,
 }
 
 /// One venue-hour of BlueTrace cases.
@@ -374,7 +484,13 @@ struct Overlap {
 struct CaseResult {
     presences: Vec<(u32, Vec<Presence>)>,
     overlaps: Vec<Overlap>,
+    /// Encounters that placed the case at a venue.
+    placed: u64,
 }
+
+/// One minute the case is known to have been at a venue: (Unix minute, calibrated RSSI, from
+/// an encounter rather than a read of its own TempID).
+type CaseMinute = (i64, i32, bool);
 
 /// The reads of a span, indexed by venue and UID.
 #[derive(Debug)]
@@ -423,46 +539,106 @@ impl Presences {
         )
     }
 
-    fn case_result(&self, case: &Case, settings: &PresenceSettings) -> CaseResult {
+    fn case_result(
+        &self,
+        case: &Case,
+        encounters: &[Encounter],
+        settings: &PresenceSettings,
+    ) -> CaseResult {
         let mut result = CaseResult {
             presences: Vec::new(),
             overlaps: Vec::new(),
+            placed: 0,
         };
-        let Some(&case_id) = self.ids.get(&case.uid) else {
-            return result;
-        };
+        let case_id = self.ids.get(&case.uid).copied();
+        let groups_of = |id: u32| self.by_uid.get(&id).map_or(&[][..], Vec::as_slice);
+        // Where the case was, per venue: its own reads in its period, then the minutes its
+        // encounters place it.
+        let mut own: BTreeMap<u32, Vec<CaseMinute>> = BTreeMap::new();
+        for &g in case_id.map_or(&[][..], groups_of) {
+            let group = &self.groups[g];
+            let reads = &self.reads[group.reads.clone()];
+            let lo = reads.partition_point(|r| i64::from(r.minute) * 60 < case.from_s);
+            let hi = reads.partition_point(|r| i64::from(r.minute) * 60 < case.to_s);
+            own.entry(group.venue).or_default().extend(
+                reads[lo..hi.max(lo)]
+                    .iter()
+                    .map(|r| (i64::from(r.minute), i32::from(r.rssi), false)),
+            );
+        }
+        // A presence containing an instant has a read within gap + margin of it.
+        let pad = i64::from(settings.gap_minutes.max(1) + settings.margin_minutes + 1) * 60;
+        for e in encounters {
+            if e.at_s < case.from_s || e.at_s >= case.to_s {
+                continue;
+            }
+            let Some(&id) = self.ids.get(&e.uid) else {
+                continue;
+            };
+            if Some(id) == case_id {
+                continue;
+            }
+            let mut placed = false;
+            for &g in groups_of(id) {
+                let group = &self.groups[g];
+                let there = self
+                    .group_presences(group, e.at_s - pad, e.at_s + pad, settings)
+                    .iter()
+                    .any(|p| p.start_s <= e.at_s && e.at_s < p.end_s);
+                if there {
+                    own.entry(group.venue).or_default().push((
+                        e.at_s.div_euclid(60),
+                        i32::MIN,
+                        true,
+                    ));
+                    placed = true;
+                }
+            }
+            result.placed += u64::from(placed);
+        }
         let (span_from, span_to) = read_span(case.from_s, case.to_s, settings);
-        for &g in self.by_uid.get(&case_id).map_or(&[][..], Vec::as_slice) {
-            let venue = self.groups[g].venue;
-            let mut own = self.group_presences(&self.groups[g], case.from_s, case.to_s, settings);
-            for p in &mut own {
+        for (venue, mut minutes) in own {
+            minutes.sort_unstable_by_key(|&(minute, rssi, _)| (minute, std::cmp::Reverse(rssi)));
+            let mut own: Vec<(Presence, Basis)> = Vec::new();
+            for mut p in presences(minutes.iter().map(|&(m, r, _)| (m, r)), settings) {
+                let lo = minutes.partition_point(|x| x.0 < p.first_s / 60);
+                let hi = minutes.partition_point(|x| x.0 <= p.last_s / 60);
+                let basis = minutes[lo..hi]
+                    .iter()
+                    .map(|x| if x.2 { Basis::Encounter } else { Basis::Read })
+                    .reduce(Basis::and)
+                    .unwrap_or(Basis::Read);
                 p.start_s = p.start_s.max(case.from_s);
                 p.end_s = p.end_s.min(case.to_s);
+                if p.start_s < p.end_s {
+                    own.push((p, basis));
+                }
             }
-            own.retain(|p| p.start_s < p.end_s);
             if own.is_empty() {
                 continue;
             }
             let lo = self.groups.partition_point(|x| x.venue < venue);
             let hi = self.groups.partition_point(|x| x.venue <= venue);
             for other in &self.groups[lo..hi] {
-                if other.uid == case_id {
+                if Some(other.uid) == case_id {
                     continue;
                 }
                 for c in self.group_presences(other, span_from, span_to, settings) {
                     let mut segments = Vec::new();
                     let (mut case_first, mut case_last) = (i64::MAX, i64::MIN);
-                    for k in &own {
+                    let mut basis: Option<Basis> = None;
+                    for (k, k_basis) in &own {
                         let (a, b) = (c.start_s.max(k.start_s), c.end_s.min(k.end_s));
                         if a < b {
                             segments.push((a, b));
                             case_first = case_first.min(k.first_s);
                             case_last = case_last.max(k.last_s);
+                            basis = Some(basis.map_or(*k_basis, |x| x.and(*k_basis)));
                         }
                     }
-                    if segments.is_empty() {
+                    let Some(basis) = basis else {
                         continue;
-                    }
+                    };
                     let seconds: i64 = segments.iter().map(|(a, b)| b - a).sum();
                     result.overlaps.push(Overlap {
                         contact: Contact {
@@ -474,13 +650,16 @@ impl Presences {
                             contact_last_s: c.last_s,
                             overlap_minutes: u32::try_from((seconds + 59) / 60).unwrap_or(u32::MAX),
                             max_rssi_dbm: c.max_rssi_dbm,
+                            basis,
                         },
                         uid: other.uid,
                         segments,
                     });
                 }
             }
-            result.presences.push((venue, own));
+            result
+                .presences
+                .push((venue, own.into_iter().map(|(p, _)| p).collect()));
         }
         result
     }
@@ -488,12 +667,20 @@ impl Presences {
     /// The contacts of `case` (see the module documentation), by venue, then the case's first
     /// read, the contact's first read and UID.
     pub fn contacts(&self, case: &Case, settings: &PresenceSettings) -> Vec<Contact> {
-        let mut contacts: Vec<Contact> = self
-            .case_result(case, settings)
-            .overlaps
-            .into_iter()
-            .map(|o| o.contact)
-            .collect();
+        self.case_contacts(case, &[], settings).0
+    }
+
+    /// The contacts of `case`, placed at venues by its own reads and by its `encounters` (see
+    /// the module documentation), sorted as [`contacts`](Self::contacts); and how many
+    /// encounters placed it somewhere.
+    pub fn case_contacts(
+        &self,
+        case: &Case,
+        encounters: &[Encounter],
+        settings: &PresenceSettings,
+    ) -> (Vec<Contact>, u64) {
+        let result = self.case_result(case, encounters, settings);
+        let mut contacts: Vec<Contact> = result.overlaps.into_iter().map(|o| o.contact).collect();
         contacts.sort_by(|a, b| {
             (a.venue, a.case_first_s, a.contact_first_s, a.contact).cmp(&(
                 b.venue,
@@ -502,7 +689,7 @@ impl Presences {
                 b.contact,
             ))
         });
-        contacts
+        (contacts, result.placed)
     }
 
     /// Per venue and hour, the distinct cases present and the distinct other UIDs present with
@@ -515,7 +702,7 @@ impl Presences {
             let Some(&case_id) = self.ids.get(&case.uid) else {
                 continue;
             };
-            let result = self.case_result(case, settings);
+            let result = self.case_result(case, &[], settings);
             for (venue, presences) in &result.presences {
                 for p in presences {
                     for hour in hours_of(p.start_s, p.end_s) {
@@ -723,6 +910,7 @@ mod tests {
                 // Case widened to [598, 631), contact to [623, 662): 8 minutes.
                 overlap_minutes: 8,
                 max_rssi_dbm: -45,
+                basis: Basis::Read,
             }]
         );
     }
@@ -949,5 +1137,150 @@ mod tests {
             [(at(600), 1, 1)]
         );
         assert_eq!(p.uids(), 4);
+    }
+
+    /// An encounter record of the case's phone, `uid`'s TempID (valid all day) at `second`.
+    fn record(uid: Uid, second: i64) -> EncounterRecord {
+        EncounterRecord {
+            at_s: second,
+            tempid: tempid(uid),
+            org: "MAR".to_owned(),
+        }
+    }
+
+    /// A case no gateway read is placed by its encounter list: meeting uid 2 at venue 1 at
+    /// 10:30 puts it there that minute (widened by the margin), so uid 2 and uid 3 (present
+    /// then) are its contacts on that basis, uid 4 (at venue 1 only later) is not; meeting
+    /// someone no gateway read, or someone read but elsewhere at that time, places nothing.
+    /// Records are decided as sightings are: outside the period not decided; another key,
+    /// another organisation, outside the TempID's validity not used.
+    #[test]
+    fn encounters_place_a_case() {
+        let settings = PresenceSettings::default();
+        let mut sightings = visit(1, uid(2), 620, 640, 2); // 10:20-10:38
+        sightings.extend(visit(1, uid(3), 625, 700, 5)); // 10:25-11:35
+        sightings.extend(visit(1, uid(4), 660, 700, 5)); // 11:00-11:35
+        sightings.extend(visit(2, uid(5), 500, 520, 2)); // venue 2, 08:20-08:38
+        let p = presences_of(&sightings, &settings);
+        let case = Case {
+            uid: uid(1),
+            from_s: at(540),
+            to_s: at(900),
+        };
+        let short =
+            TempIdKey::new(&[7; 32]).encrypt(&uid(2), at(600) as i32, at(615) as i32, &[2; 16]);
+        let records = [
+            record(uid(2), at(630) + 17), // 10:30:17 with uid 2 at venue 1: placed
+            record(uid(9), at(630)),      // never read by a gateway: used, not placed
+            record(uid(5), at(630)),      // read, but at venue 2 and hours earlier: not placed
+            record(uid(2), at(650)), // 10:50: uid 2 read until 10:38, gone by 10:41: not placed
+            record(uid(2), at(400)), // before the period: not decided
+            EncounterRecord {
+                org: "SG_MOH".to_owned(),
+                ..record(uid(2), at(631))
+            },
+            EncounterRecord {
+                tempid: TempIdKey::new(&[8; 32]).encrypt(&uid(2), 0, i32::MAX, &[1; 16]),
+                ..record(uid(2), at(631))
+            },
+            EncounterRecord {
+                tempid: short, // valid 10:00-10:15, recorded 10:31: a replay
+                ..record(uid(2), at(631))
+            },
+        ];
+        let (encounters, outcomes) = decide_encounters(&records, &case, &[key()], &settings);
+        assert_eq!(
+            outcomes,
+            EncounterOutcomes {
+                outside_period: 1,
+                decided: Outcomes {
+                    used: 4,
+                    undecryptable: 1,
+                    wrong_org: 1,
+                    replays: 1,
+                },
+                placed: 0,
+            }
+        );
+        let (contacts, placed) = p.case_contacts(&case, &encounters, &settings);
+        assert_eq!(placed, 1, "only the encounter with uid 2");
+        let found: Vec<(u32, Uid, i64, i64, u32, Basis)> = contacts
+            .iter()
+            .map(|c| {
+                (
+                    c.venue,
+                    c.contact,
+                    c.case_first_s,
+                    c.case_last_s,
+                    c.overlap_minutes,
+                    c.basis,
+                )
+            })
+            .collect();
+        // The case: [10:28, 10:33). uid 2 [10:18, 10:41), uid 3 [10:23, 11:38): 5 minutes each.
+        assert_eq!(
+            found,
+            [
+                (1, uid(2), at(630), at(630), 5, Basis::Encounter),
+                (1, uid(3), at(630), at(630), 5, Basis::Encounter),
+            ]
+        );
+        // Without the list the same case has nothing; the venue-hours ignore encounter lists.
+        assert!(p.contacts(&case, &settings).is_empty());
+        assert!(p.venue_hours(&[case], &settings).is_empty());
+    }
+
+    /// A case read at a venue and placed there by an encounter too: one presence on both
+    /// grounds where they meet; a presence resting on reads alone stays `read`.
+    #[test]
+    fn encounter_and_reads_combine() {
+        let settings = PresenceSettings::default();
+        let mut sightings = visit(1, uid(1), 600, 610, 2); // the case, 10:00-10:08
+        sightings.extend(visit(1, uid(2), 600, 700, 5)); // 10:00-11:35
+        sightings.extend(visit(1, uid(3), 640, 700, 5)); // 10:40-11:35
+        let p = presences_of(&sightings, &settings);
+        let case = Case {
+            uid: uid(1),
+            from_s: at(0),
+            to_s: at(1440),
+        };
+        let read_only: Vec<(Uid, Basis)> = p
+            .contacts(&case, &settings)
+            .iter()
+            .map(|c| (c.contact, c.basis))
+            .collect();
+        assert_eq!(read_only, [(uid(2), Basis::Read)]);
+
+        // Met uid 2 at 10:12 (joins the 10:00-10:08 presence: within the gap) and at 10:50
+        // (a presence of its own, where uid 3 is too).
+        let encounters = [
+            Encounter {
+                uid: uid(2),
+                at_s: at(612),
+            },
+            Encounter {
+                uid: uid(2),
+                at_s: at(650),
+            },
+        ];
+        let (contacts, placed) = p.case_contacts(&case, &encounters, &settings);
+        assert_eq!(placed, 2);
+        let found: Vec<(Uid, i64, i64, Basis)> = contacts
+            .iter()
+            .map(|c| (c.contact, c.case_first_s, c.case_last_s, c.basis))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (uid(2), at(600), at(650), Basis::Both),
+                (uid(3), at(650), at(650), Basis::Encounter),
+            ]
+        );
+        // An encounter with the case's own UID (a forged list) places nothing.
+        let own = [Encounter {
+            uid: uid(1),
+            at_s: at(605),
+        }];
+        assert_eq!(p.case_contacts(&case, &own, &settings).1, 0);
     }
 }

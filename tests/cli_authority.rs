@@ -388,7 +388,7 @@ fn people() -> &'static People {
         let key = key_b64();
         let (valid_from, valid_to) = (at(9, 0) - 60, at(11, 0));
         // name, key, validity
-        let specs: [(&str, &str, i64, i64); 8] = [
+        let specs: [(&str, &str, i64, i64); 9] = [
             ("case", &key, valid_from, valid_to),
             ("alice", &key, valid_from, valid_to),
             ("bob", &key, at(8, 0), at(8, 15)), // expired when read: a replay
@@ -397,6 +397,7 @@ fn people() -> &'static People {
             ("erin", &key, valid_from, valid_to), // read with organisation SG_MOH
             ("frank", &key, valid_from, valid_to), // at the bus station
             ("grace", &key, valid_from, valid_to), // at the souk before the case
+            ("henry", &key, valid_from, valid_to), // never read: his phone did not answer
         ];
         let mut people = People {
             uid: BTreeMap::new(),
@@ -840,6 +841,7 @@ fn contacts_identified_and_audited() {
             "contact_last_seen_unix_s": at(10, 40),
             "overlap_minutes": 13,
             "max_rssi_dbm": -58,
+            "basis": "read",
         }])
     );
     let err = stderr(&out);
@@ -910,6 +912,167 @@ fn contacts_identified_and_audited() {
         log.starts_with("{\"earlier\":true}\n") && log.lines().count() == 2,
         "{log}"
     );
+}
+
+/// Henry's phone was never read by a gateway, but his uploaded encounter list places him:
+/// he met frank at the bus station at 10:15 and alice at the souk at 10:30, so frank, alice and
+/// the case (at the souk until 10:28, widened to 10:31) are his contacts, on the basis of an
+/// encounter. The list's records are decided like sightings (another key, another
+/// organisation, a TempID outside its validity, outside the period, malformed: counted on
+/// stderr); someone met where no gateway read them places nothing. The audit line names the
+/// file and its SHA-256. A missing file (66) or one that is not a list (65) is refused before
+/// anything is audited or recorded.
+#[test]
+fn contacts_placed_by_encounter_list() {
+    let bt = Bt::new(true, "bt-audit.jsonl");
+    let p = people();
+    let ms = |s: i64| s * 1000;
+    let record = |name: &str, at_s: i64, org: &str| {
+        serde_json::json!({
+            "timestamp": ms(at_s), "msg": p.tempid[name].to_base64(), "org": org,
+            "modelC": "SM-A125F", "modelP": "Redmi Note 8", "rssi": -71, "txPower": 7, "v": 2,
+        })
+    };
+    let upload = serde_json::json!({
+        "token": "opaque upload token",
+        "events": [],
+        "records": [
+            record("frank", at(10, 15) + 20, "MAR"),
+            record("alice", at(10, 30), "MAR"),
+            record("grace", at(10, 30), "MAR"),  // read at 09:40-09:50 only: places nothing
+            record("bob", at(10, 30), "MAR"),    // valid 08:00-08:15: a replay
+            record("dave", at(10, 30), "MAR"),   // another key
+            record("erin", at(10, 30), "SG_MOH"),
+            record("alice", at(8, 30), "MAR"),   // before the period
+            {"timestamp": ms(at(10, 31)), "org": "MAR"},
+        ],
+    });
+    let file = bt.dir.path().join("henry-upload.json");
+    let bytes = serde_json::to_vec_pretty(&upload).expect("JSON");
+    std::fs::write(&file, &bytes).expect("write");
+    let path = file.to_str().expect("UTF-8");
+
+    let out = bt.run(
+        &contacts_args(&p.uid["henry"], &["--encounters", path, "--format", "json"]),
+        &[("USER", "nadia")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    let found: Vec<(&str, &str, &str, &str, u64, i64, &str)> = rows
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| {
+            (
+                r["venue"].as_str().expect("venue"),
+                r["contact_uid"].as_str().expect("uid"),
+                r["case_first_seen"].as_str().expect("time"),
+                r["contact_first_seen"].as_str().expect("time"),
+                r["overlap_minutes"].as_u64().expect("minutes"),
+                r["max_rssi_dbm"].as_i64().expect("rssi"),
+                r["basis"].as_str().expect("basis"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "souk-1",
+                p.uid["case"].as_str(),
+                "2026-11-29T10:30+00:00",
+                "2026-11-29T10:04+00:00",
+                3,
+                -67,
+                "encounter"
+            ),
+            (
+                "souk-1",
+                p.uid["alice"].as_str(),
+                "2026-11-29T10:30+00:00",
+                "2026-11-29T10:20+00:00",
+                5,
+                -58,
+                "encounter"
+            ),
+            (
+                "bus-1",
+                p.uid["frank"].as_str(),
+                "2026-11-29T10:15+00:00",
+                "2026-11-29T10:10+00:00",
+                5,
+                -60,
+                "encounter"
+            ),
+        ]
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "note: encounter list {path}: 8 records, 1 malformed (the first, record 7: no \
+             \"msg\" (the other phone's TempID)), 1 outside the period; 3 used, 2 placed the \
+             case at a venue; not used: 1 undecryptable, 1 of other organisations, 1 replays"
+        )),
+        "{err}"
+    );
+    // Without the list, henry has no contacts.
+    let out = bt.run(&contacts_args(&p.uid["henry"], &[]), &[("USER", "nadia")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+
+    let log = std::fs::read_to_string(bt.dir.path().join("bt-audit.jsonl")).expect("audit");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    assert_eq!(
+        lines[0]["encounters"],
+        serde_json::json!({
+            "file": path, "sha256": sha256, "records": 8, "malformed": 1, "outside_period": 1,
+            "used": 3, "undecryptable": 1, "wrong_org": 1, "replays": 1, "placed": 2,
+        })
+    );
+    assert_eq!(lines[0]["results"], 3);
+    assert!(lines[1].get("encounters").is_none());
+    assert_eq!(bt.contact_queries(), (2, 3));
+
+    // Refused before anything is audited or recorded.
+    let missing = bt.dir.path().join("nope.json");
+    let out = bt.run(
+        &contacts_args(
+            &p.uid["henry"],
+            &["--encounters", missing.to_str().expect("UTF-8")],
+        ),
+        &[("USER", "nadia")],
+    );
+    assert_eq!(out.status.code(), Some(66), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read the encounter list"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).expect("truncate");
+    let out = bt.run(
+        &contacts_args(&p.uid["henry"], &["--encounters", path]),
+        &[("USER", "nadia")],
+    );
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "encounter list {path}: not JSON: EOF while parsing"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty());
+    let log = std::fs::read_to_string(bt.dir.path().join("bt-audit.jsonl")).expect("audit");
+    assert_eq!(log.lines().count(), 2, "nothing audited");
+    assert_eq!(bt.contact_queries(), (2, 3), "nothing recorded");
 }
 
 /// When the audit log cannot be written, `bluetrace contacts` is refused: a nonzero exit, the
@@ -1002,7 +1165,7 @@ fn retention_purge_removes_bluetrace_data() {
 
 /// A store of schema version 1 (as deployed before BlueTrace) is migrated when a command
 /// opens it: its venues, gateways, batches, sightings and venue-hours are kept, the BlueTrace
-/// tables and batch columns exist, and it then takes batches with TempIDs. SQLite only, in
+/// tables and batch columns exist (and version 3's contact basis), and it then takes batches with TempIDs. SQLite only, in
 /// both passes of scripts/test: schema version 1 only ever existed as an SQLite file.
 #[test]
 fn migration_from_version_1() {
@@ -1045,7 +1208,7 @@ fn migration_from_version_1() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 2);
+    assert_eq!(version, venuetrace::authority::store::SCHEMA_VERSION);
     for table in [
         "tempid_sighting",
         "bluetrace_case",
@@ -1058,6 +1221,8 @@ fn migration_from_version_1() {
             .unwrap_or_else(|e| panic!("{table}: {e}"));
         assert_eq!(n, 0, "{table}");
     }
+    conn.prepare("SELECT basis FROM contact_result")
+        .expect("version 3: contact results say what placed the case");
     let kept: (i64, i64, i64, i64) = conn
         .query_row(
             "SELECT (SELECT count(*) FROM sighting), (SELECT count(*) FROM gateway),

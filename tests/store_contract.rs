@@ -15,14 +15,14 @@ use venuetrace::aggregate::{Counters, MinuteRssi, Sighting, TempIdSighting};
 use venuetrace::authority::pg::{PgStore, partition_name};
 use venuetrace::authority::store::{
     BluetraceCase, BluetraceCounts, ContactQuery, DayCount, ExposureFilter, ExposureRow, Gateway,
-    GatewayStatus, KeyImport, MatchChanges, Purged, Quarantined, SightingSelection, SqliteStore,
-    Store, Stored, StoredKey, Venue, VenueHourRow, VenueHourView,
+    GatewayStatus, KeyImport, MatchChanges, Purged, Quarantined, SCHEMA_VERSION, SightingSelection,
+    SqliteStore, Store, Stored, StoredKey, Venue, VenueHourRow, VenueHourView,
 };
 use venuetrace::batch::{Batch, BatchId, GatewayId};
 use venuetrace::bluetrace::{TempId, Uid};
 use venuetrace::crypto::{Aem, Enin, RollingPeriod, Rpi, Tek};
 use venuetrace::export::{DiagnosisKey, ReportType};
-use venuetrace::presence::{Contact, VenueHour};
+use venuetrace::presence::{Basis, Contact, VenueHour};
 
 /// A sighting as read back, owned: batch row, venue, window, window minutes, RPI, AEM,
 /// calibration, minutes.
@@ -775,6 +775,7 @@ fn bluetrace_cases_and_contact_queries_agree() {
             contact_last_s: 30,
             overlap_minutes: 8,
             max_rssi_dbm: -61,
+            basis: Basis::Read,
         };
         let query = ContactQuery {
             run_ms: 99,
@@ -783,7 +784,11 @@ fn bluetrace_cases_and_contact_queries_agree() {
             from_s: 0,
             to_s: 100,
         };
-        let first = s.record_contact_query(&query, &[contact.clone(), contact]);
+        let placed = Contact {
+            basis: Basis::Encounter,
+            ..contact.clone()
+        };
+        let first = s.record_contact_query(&query, &[contact, placed]);
         let second = s.record_contact_query(&query, &[]);
         (
             (new, changed),
@@ -884,7 +889,7 @@ fn concurrent_opens_migrate_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
     let batch_tables: i64 = client
         .query_one("SELECT count(*) FROM pg_class WHERE relname = 'batch'", &[])
         .expect("catalog")
@@ -1008,12 +1013,17 @@ fn foreign_newer_and_unreachable_databases_are_refused() {
     drop(PgStore::connect(&newer.url).expect("create"));
     newer
         .client()
-        .batch_execute("INSERT INTO venuetrace_schema(version) VALUES (3)")
+        .batch_execute(&format!(
+            "INSERT INTO venuetrace_schema(version) VALUES ({})",
+            SCHEMA_VERSION + 1
+        ))
         .expect("pretend a newer program migrated it");
     let err = PgStore::connect(&newer.url).expect_err("newer schema");
     assert!(
-        err.to_string()
-            .contains("schema version 3 is newer than this program's (2)"),
+        err.to_string().contains(&format!(
+            "schema version {} is newer than this program's ({SCHEMA_VERSION})",
+            SCHEMA_VERSION + 1
+        )),
         "{err}"
     );
 

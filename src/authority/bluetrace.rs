@@ -13,11 +13,13 @@
 use super::config::{AuthorityConfig, BluetraceSettings};
 use super::service::local;
 use super::store::{BluetraceCase, ContactQuery, Store, StoreError};
-use crate::bluetrace::Uid;
+use crate::bluetrace::{EncounterList, Uid, parse_encounter_list};
 use crate::crypto::Enin;
 use crate::exit::Exit;
 use crate::output::{ListFormat, Table};
-use crate::presence::{self, Case, Contact, Outcomes, PresenceSettings, Presences, Reads};
+use crate::presence::{
+    self, Case, Contact, EncounterOutcomes, Outcomes, PresenceSettings, Presences, Reads,
+};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -61,6 +63,23 @@ pub enum BluetraceError {
         #[source]
         source: std::io::Error,
     },
+    /// The case's encounter list cannot be read.
+    #[error("cannot read the encounter list {path}")]
+    EncountersRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The case's encounter list is not one.
+    #[error("encounter list {path}: {reason}")]
+    Encounters {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Writing the result failed.
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
@@ -77,6 +96,8 @@ impl BluetraceError {
             BluetraceError::NoKeys { .. } => Exit::Config,
             BluetraceError::Period => Exit::Usage,
             BluetraceError::Audit { .. } => Exit::CantCreat,
+            BluetraceError::EncountersRead { .. } => Exit::NoInput,
+            BluetraceError::Encounters { .. } => Exit::DataErr,
             BluetraceError::Output(_) => Exit::IoErr,
         }
     }
@@ -456,8 +477,55 @@ pub struct ContactsRequest {
     pub to_s: i64,
     /// Who asks (recorded in the audit log and the store).
     pub operator: String,
+    /// The case's uploaded encounter list, if the health team has it.
+    pub encounters: Option<PathBuf>,
     /// Output format.
     pub format: ListFormat,
+}
+
+/// Largest encounter list read: a phone keeps 21 days of records, a few hundred bytes each;
+/// a busy phone's list is tens of megabytes.
+pub const MAX_ENCOUNTER_LIST_BYTES: u64 = 256 << 20;
+
+/// An encounter list read from its file: the parsed records and what identifies the file in
+/// the audit log.
+struct EncounterFile {
+    path: PathBuf,
+    sha256: String,
+    list: EncounterList,
+}
+
+fn read_encounters(path: &Path) -> Result<EncounterFile, BluetraceError> {
+    use sha2::Digest;
+    let read_err = |source| BluetraceError::EncountersRead {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(file, MAX_ENCOUNTER_LIST_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_ENCOUNTER_LIST_BYTES {
+        return Err(BluetraceError::Encounters {
+            path: path.to_owned(),
+            reason: format!(
+                "larger than {} MiB: not a phone's upload",
+                MAX_ENCOUNTER_LIST_BYTES >> 20
+            ),
+        });
+    }
+    let list = parse_encounter_list(&bytes).map_err(|e| BluetraceError::Encounters {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(EncounterFile {
+        path: path.to_owned(),
+        sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+        list,
+    })
 }
 
 /// Who runs the command, when `--operator` is not given: `$SUDO_USER` (the person behind
@@ -524,10 +592,25 @@ pub fn contacts(
         from_s: request.from_s,
         to_s: request.to_s,
     };
+    // The list is read and decided before the store: a list that is not one is refused
+    // without a query (nothing audited, nothing recorded).
+    let settings = presence_settings(b);
+    let encounters = request
+        .encounters
+        .as_deref()
+        .map(read_encounters)
+        .transpose()?;
+    let (met, mut met_outcomes) = match &encounters {
+        Some(file) => {
+            presence::decide_encounters(&file.list.records, &case, &b.tempid_keys(), &settings)
+        }
+        None => (Vec::new(), EncounterOutcomes::default()),
+    };
     let (presences, sightings) = load_presences(store, &[case], b)?;
-    let found = presences.contacts(&case, &presence_settings(b));
+    let (found, placed) = presences.case_contacts(&case, &met, &settings);
+    met_outcomes.placed = placed;
     let tz = &config.authority.timezone;
-    let record = serde_json::json!({
+    let mut record = serde_json::json!({
         "time": crate::output::iso_utc((now_ms.max(0) / 1000) as u64),
         "time_unix_ms": now_ms,
         "operator": request.operator,
@@ -539,6 +622,21 @@ pub fn contacts(
         "results": found.len(),
         "database": database.to_string(),
     });
+    if let Some(file) = &encounters {
+        let mut summary = serde_json::json!({
+            "file": file.path.display().to_string(),
+            "sha256": file.sha256,
+            "records": file.list.records.len() as u64 + file.list.malformed,
+            "malformed": file.list.malformed,
+        });
+        if let (Some(summary), serde_json::Value::Object(outcomes)) = (
+            summary.as_object_mut(),
+            serde_json::to_value(met_outcomes).unwrap_or_default(),
+        ) {
+            summary.extend(outcomes);
+        }
+        record["encounters"] = summary;
+    }
     append_audit(&b.audit_log, &record).map_err(|source| BluetraceError::Audit {
         path: b.audit_log.clone(),
         source,
@@ -564,6 +662,30 @@ pub fn contacts(
         o.wrong_org,
         o.replays
     );
+    if let Some(file) = &encounters {
+        let m = &met_outcomes;
+        let first_malformed = file
+            .list
+            .first_malformed
+            .as_ref()
+            .map(|(index, why)| format!(" (the first, record {index}: {why})"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            notes,
+            "note: encounter list {}: {} records, {} malformed{first_malformed}, {} outside the \
+             period; {} used, {} placed the case at a venue; not used: {} undecryptable, {} of \
+             other organisations, {} replays (recorded outside their validity)",
+            file.path.display(),
+            file.list.records.len() as u64 + file.list.malformed,
+            file.list.malformed,
+            m.outside_period,
+            m.decided.used,
+            m.placed,
+            m.decided.undecryptable,
+            m.decided.wrong_org,
+            m.decided.replays,
+        );
+    }
     write_contacts(store, &found, tz, request.format, out)
 }
 
@@ -584,6 +706,7 @@ fn write_contacts(
         "contact_last",
         "overlap_min",
         "max_rssi_dbm",
+        "basis",
     ]);
     let mut json = Vec::new();
     for c in found {
@@ -607,6 +730,7 @@ fn write_contacts(
             times[3].clone(),
             c.overlap_minutes.to_string(),
             c.max_rssi_dbm.to_string(),
+            c.basis.as_str().to_owned(),
         ]);
         json.push(serde_json::json!({
             "venue": venue,
@@ -621,6 +745,7 @@ fn write_contacts(
             "contact_last_seen_unix_s": c.contact_last_s,
             "overlap_minutes": c.overlap_minutes,
             "max_rssi_dbm": c.max_rssi_dbm,
+            "basis": c.basis.as_str(),
         }));
     }
     crate::output::write_list(&table, &serde_json::Value::from(json), format, out)

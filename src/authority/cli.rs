@@ -192,6 +192,11 @@ pub struct ContactsArgs {
     /// Who asks, for the audit log (default: $SUDO_USER, else $USER, else the user id).
     #[arg(long)]
     pub operator: Option<String>,
+    /// The case's uploaded encounter list (the JSON its phone uploaded: a "records" array of
+    /// timestamp, msg and org): places the case where the phones it met were read, even where
+    /// its own TempIDs were not.
+    #[arg(long, value_name = "FILE")]
+    pub encounters: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = ListFormat::Table)]
     pub format: ListFormat,

@@ -213,6 +213,7 @@ fn bluetrace_command(
                     .operator
                     .filter(|o| !o.trim().is_empty())
                     .unwrap_or_else(|| bluetrace::default_operator(&config::process_env())),
+                encounters: args.encounters,
                 format: args.format,
             };
             // Checked before the store is opened: a refused use touches nothing.

@@ -229,8 +229,15 @@ CREATE TABLE contact_result (
 CREATE INDEX contact_result_query ON contact_result(query);
 ";
 
+/// Version 3: what placed the case at the venue in each identified contact, as the SQLite
+/// store's version 3.
+const MIGRATION_3: &str = "
+ALTER TABLE contact_result ADD COLUMN basis text NOT NULL DEFAULT 'read'
+  CHECK (basis IN ('read', 'encounter', 'both'));
+";
+
 /// `MIGRATIONS[i]` takes a store from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// The day-partitioned tables, in the order their partitions are created (always this
 /// order, so two transactions creating partitions cannot deadlock on the parents' locks).
@@ -1388,8 +1395,8 @@ impl Store for PgStore {
         let stmt = tx
             .prepare(
                 "INSERT INTO contact_result(query, venue_id, contact_uid, case_first_s, case_last_s,
-                   contact_first_s, contact_last_s, overlap_minutes, max_rssi_dbm)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                   contact_first_s, contact_last_s, overlap_minutes, max_rssi_dbm, basis)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .map_err(&err)?;
         for c in contacts {
@@ -1405,6 +1412,7 @@ impl Store for PgStore {
                     &c.contact_last_s,
                     &i64::from(c.overlap_minutes),
                     &i64::from(c.max_rssi_dbm),
+                    &c.basis.as_str(),
                 ],
             )
             .map_err(&err)?;

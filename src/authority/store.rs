@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 
 /// Schema version written by this code.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// Marks the file as a venuetrace authority store (`PRAGMA application_id`, "VTAU").
 pub const APPLICATION_ID: i64 = 0x5654_4155;
 
@@ -182,8 +182,15 @@ CREATE TABLE contact_result (
 CREATE INDEX contact_result_query ON contact_result(query);
 ";
 
+/// Version 3: what placed the case at the venue in each identified contact (its own TempIDs
+/// read, its uploaded encounter list, or both); earlier results rest on reads.
+const MIGRATION_3: &str = "
+ALTER TABLE contact_result ADD COLUMN basis TEXT NOT NULL DEFAULT 'read'
+  CHECK (basis IN ('read', 'encounter', 'both'));
+";
+
 /// `MIGRATIONS[i]` takes a store from version `i + 1` to `i + 2`.
-const MIGRATIONS: &[&str] = &[MIGRATION_2];
+const MIGRATIONS: &[&str] = &[MIGRATION_2, MIGRATION_3];
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -1676,8 +1683,8 @@ impl Store for SqliteStore {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT INTO contact_result(query, venue_id, contact_uid, case_first_s, case_last_s,
-                       contact_first_s, contact_last_s, overlap_minutes, max_rssi_dbm)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                       contact_first_s, contact_last_s, overlap_minutes, max_rssi_dbm, basis)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(&err)?;
             for c in contacts {
@@ -1690,7 +1697,8 @@ impl Store for SqliteStore {
                     c.contact_first_s,
                     c.contact_last_s,
                     c.overlap_minutes,
-                    c.max_rssi_dbm
+                    c.max_rssi_dbm,
+                    c.basis.as_str()
                 ])
                 .map_err(&err)?;
             }
