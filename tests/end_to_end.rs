@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use venuetrace::bluetrace::{TempIdKey, Uid};
 use venuetrace::crypto::{Enin, RollingPeriod, Tek};
 use venuetrace::export::{
     DiagnosisKey, ExportContents, ExportSigner, ReportType, SignatureInfo, write_export_zip,
@@ -525,6 +526,110 @@ fn bluetrace_contacts_match_ground_truth() {
             gap <= 6 * 60,
             "{contact} found {gap} s away from case {case} at {venue}"
         );
+    }
+
+    // The same cases through an encounter list: a companion phone never read by any gateway
+    // (a new UID) uploads the encounters the case's phone recorded — every other BlueTrace
+    // phone whose visit overlapped the case's, once a minute while both were there. The
+    // companion's contacts are then the case's own (overlapping ≥ 1 min) and the case itself,
+    // each on the basis of an encounter, and nothing farther than the presence margin.
+    let tempid_key = TempIdKey::from_base64(&key).expect("the simulated backend's key");
+    let mut iv = 0u128;
+    for (n, case) in cases.iter().enumerate() {
+        let case_uid = case.uid.as_deref().expect("uid");
+        let mut records = Vec::new();
+        for other in truth.phones.iter().filter(|p| p.id != case.id) {
+            let Some(other_uid) = other.uid.as_deref() else {
+                continue;
+            };
+            let other_uid = Uid::from_base64(other_uid).expect("uid");
+            for cv in &case.visits {
+                for ov in other.visits.iter().filter(|v| v.venue == cv.venue) {
+                    let (from, to) = (
+                        cv.arrive_unix_s.max(ov.arrive_unix_s),
+                        cv.leave_unix_s.min(ov.leave_unix_s),
+                    );
+                    for t in (from + 30..to).step_by(60) {
+                        iv += 1;
+                        let (start, expiry) = (t as i32 - 60, t as i32 + 840);
+                        let tempid =
+                            tempid_key.encrypt(&other_uid, start, expiry, &iv.to_le_bytes());
+                        records.push(serde_json::json!({
+                            "timestamp": t * 1000, "msg": tempid.to_base64(), "org": "MAR",
+                            "modelC": "sim", "modelP": "sim", "rssi": -70, "txPower": 7, "v": 2,
+                        }));
+                    }
+                }
+            }
+        }
+        let upload = d.join(format!("upload-{n}.json"));
+        std::fs::write(
+            &upload,
+            serde_json::json!({"token": "t", "records": records}).to_string(),
+        )
+        .expect("upload");
+        let companion = Uid::from_bytes([0xE0 | n as u8; 21]).to_base64();
+        let rows: serde_json::Value = serde_json::from_str(&run(
+            AUTH,
+            &[
+                "bluetrace",
+                "contacts",
+                "--uid",
+                &companion,
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "--encounters",
+                path(&upload),
+                "--format",
+                "json",
+                "-c",
+                c,
+            ],
+        ))
+        .expect("json");
+        let placed: BTreeSet<(String, String)> = rows
+            .as_array()
+            .expect("array")
+            .iter()
+            .inspect(|r| assert_eq!(r["basis"], "encounter", "{r}"))
+            .map(|r| {
+                (
+                    r["venue"].as_str().expect("venue").to_owned(),
+                    r["contact_uid"].as_str().expect("contact").to_owned(),
+                )
+            })
+            .collect();
+        let mut want: BTreeSet<(String, String)> = strong
+            .iter()
+            .filter(|(c, _, _)| c == case_uid)
+            .map(|(_, venue, contact)| (venue.clone(), contact.clone()))
+            .collect();
+        let met: BTreeSet<(String, String)> = want.clone();
+        want.extend(
+            case.visits
+                .iter()
+                .filter(|v| met.iter().any(|(venue, _)| *venue == v.venue))
+                .map(|v| (v.venue.clone(), case_uid.to_owned())),
+        );
+        let missed: Vec<_> = want.difference(&placed).collect();
+        assert!(
+            missed.is_empty(),
+            "case {n}: not found through its encounters: {missed:?}"
+        );
+        for (venue, contact) in placed.difference(&want) {
+            let gap = visits(case_uid, venue)
+                .iter()
+                .flat_map(|a| visits(contact, venue).into_iter().map(move |b| (*a, b)))
+                .map(|((a0, a1), (b0, b1))| a0.max(b0).saturating_sub(a1.min(b1)))
+                .min()
+                .expect("both visited the venue");
+            assert!(
+                gap <= 6 * 60,
+                "{contact} placed {gap} s away from case {n} at {venue}"
+            );
+        }
     }
 
     // The venue report: BlueTrace cases counted in every venue-hour a case was present.
