@@ -2,7 +2,9 @@
 //! TempID sightings through [`SqliteStore::store_batch`], registers cases, then times the full
 //! recompute of the venue-hours ([`recompute_hours`], what `match`, `bluetrace cases
 //! add|remove` and the daemon do) and one `bluetrace contacts` computation
-//! ([`load_presences`] + [`Presences::contacts`]), and prints the peak RSS.
+//! ([`load_presences`] + [`Presences::contacts`]), then the same case with an uploaded
+//! encounter list (parsed, decided, placed: [`Presences::case_contacts`]), and prints the peak
+//! RSS.
 //!
 //! The scenario (every number is a flag): `--days` days (default 21, the retention) at
 //! `--venues` venues (200) open 06:00–22:00 UTC, one gateway each; `--phones` BlueTrace phones
@@ -10,7 +12,10 @@
 //! exponential of mean 20 minutes (capped at 3 h), read every 2 minutes; a phone's TempID
 //! changes every 15 minutes (as OpenTrace issues them), so a visit gives one sighting per
 //! 10-minute window and TempID. `--cases` cases (50), each a phone with an infectious period
-//! of the last 14 days.
+//! of the last 14 days. The case's encounter list holds a record a minute of every overlap of
+//! its visits with another phone's at the same venue, plus `--encounters` (50,000) records of
+//! random phones at random times of its period (met in the street, at home, on a bus without a
+//! gateway: most of a real list), as OpenTrace JSON.
 //!
 //! Run: `cargo run --release --example bluetrace_scale -- --db /tmp/vt-bt.sqlite` (delete the
 //! file afterwards; ~600 MiB with `--phones 100000 --venues 500`). Figures:
@@ -25,9 +30,9 @@ use venuetrace::authority::bluetrace::{load_presences, presence_settings, recomp
 use venuetrace::authority::config;
 use venuetrace::authority::store::{BluetraceCase, SqliteStore, Store};
 use venuetrace::batch::{Batch, BatchId, GatewayId};
-use venuetrace::bluetrace::{TempId, TempIdKey, Uid};
+use venuetrace::bluetrace::{TempId, TempIdKey, Uid, parse_encounter_list};
 use venuetrace::crypto::Enin;
-use venuetrace::presence::{Case, Presences};
+use venuetrace::presence::{Case, Presences, decide_encounters};
 
 /// 2026-11-09T00:00Z, the first day.
 const FIRST_DAY_S: i64 = 1_794_182_400;
@@ -39,6 +44,7 @@ struct Args {
     phones: u32,
     visit_rate: f64,
     cases: usize,
+    encounters: usize,
 }
 
 fn args() -> Args {
@@ -49,6 +55,7 @@ fn args() -> Args {
         phones: 20_000,
         visit_rate: 0.5,
         cases: 50,
+        encounters: 50_000,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -60,6 +67,7 @@ fn args() -> Args {
             "--phones" => a.phones = value.parse().expect("--phones"),
             "--visit-rate" => a.visit_rate = value.parse().expect("--visit-rate"),
             "--cases" => a.cases = value.parse().expect("--cases"),
+            "--encounters" => a.encounters = value.parse().expect("--encounters"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -82,6 +90,21 @@ fn uid(phone: u32) -> Uid {
     bytes[..4].copy_from_slice(&phone.to_le_bytes());
     bytes[20] = 0xB7;
     Uid::from_bytes(bytes)
+}
+
+/// `phone`'s TempID in Unix minute `minute`: OpenTrace issues them for 15 minutes each, from
+/// midnight.
+fn tempid_at(key: &TempIdKey, phone: u32, minute: i64) -> TempId {
+    let block = minute / 15;
+    let iv_seed = (u64::from(phone) << 24) ^ block as u64;
+    let mut iv = [0u8; 16];
+    iv[..8].copy_from_slice(&iv_seed.to_le_bytes());
+    key.encrypt(
+        &uid(phone),
+        (block * 900 - 60) as i32,
+        (block * 900 + 900) as i32,
+        &iv,
+    )
 }
 
 fn main() {
@@ -115,6 +138,8 @@ fn main() {
     // Per day: (venue, window) → TempID → minutes.
     let started = Instant::now();
     let (mut sightings, mut batches_stored, mut visitors) = (0u64, 0u64, Vec::new());
+    // (phone, venue, first minute, end minute), Unix minutes.
+    let mut visits: Vec<(u32, u32, i64, i64)> = Vec::new();
     let mut sequence = vec![0u64; a.venues as usize];
     for day in 0..a.days {
         let day_s = FIRST_DAY_S + day * 86_400;
@@ -129,18 +154,9 @@ fn main() {
             if day == a.days - 1 {
                 visitors.push(phone);
             }
+            visits.push((phone, venue, start, start + length));
             for minute in (start..start + length).step_by(2) {
-                // OpenTrace TempIDs: 15 minutes each, issued from midnight.
-                let block = minute / 15;
-                let iv_seed = (u64::from(phone) << 24) ^ block as u64;
-                let mut iv = [0u8; 16];
-                iv[..8].copy_from_slice(&iv_seed.to_le_bytes());
-                let tempid = key.encrypt(
-                    &uid(phone),
-                    (block * 900 - 60) as i32,
-                    (block * 900 + 900) as i32,
-                    &iv,
-                );
+                let tempid = tempid_at(&key, phone, minute);
                 let rssi = -60 - rng.random_range(0..30) as i8;
                 windows
                     .entry((venue, (minute / 10) as u32))
@@ -259,6 +275,66 @@ fn main() {
         presences.uids(),
         contacts.len(),
         contacts_s * 1e3,
+        peak_rss_mib()
+    );
+    // The same case with its encounter list.
+    let (from_min, to_min) = (case.from_s / 60, case.to_s / 60);
+    let mut records = Vec::new();
+    let mut by_venue: BTreeMap<u32, Vec<&(u32, u32, i64, i64)>> = BTreeMap::new();
+    for v in &visits {
+        by_venue.entry(v.1).or_default().push(v);
+    }
+    let record = |phone: u32, second: i64| {
+        serde_json::json!({
+            "timestamp": second * 1000,
+            "msg": tempid_at(&key, phone, second / 60).to_base64(),
+            "org": "MAR", "modelC": "SM-A125F", "modelP": "Redmi Note 8", "rssi": -70,
+            "txPower": 7, "v": 2,
+        })
+    };
+    for own in visits
+        .iter()
+        .filter(|v| v.0 == visitors[0] && v.2 >= from_min && v.3 <= to_min)
+    {
+        for other in by_venue[&own.1].iter().filter(|o| o.0 != own.0) {
+            for minute in own.2.max(other.2)..own.3.min(other.3) {
+                records.push(record(other.0, minute * 60 + 30));
+            }
+        }
+    }
+    let co_present = records.len();
+    for _ in 0..a.encounters {
+        let phone = rng.random_range(0..a.phones);
+        records.push(record(phone, rng.random_range(case.from_s..case.to_s)));
+    }
+    let upload = serde_json::json!({"token": "t", "records": records, "events": []}).to_string();
+    drop(records);
+    let started = Instant::now();
+    let list = parse_encounter_list(upload.as_bytes()).expect("parses");
+    let parse_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let (met, outcomes) = decide_encounters(
+        &list.records,
+        &case,
+        &settings.tempid_keys(),
+        &presence_settings(&settings),
+    );
+    let decide_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let (with_list, placed) = presences.case_contacts(&case, &met, &presence_settings(&settings));
+    let place_s = started.elapsed().as_secs_f64();
+    println!(
+        "with an encounter list of {} records ({} MiB of JSON; {co_present} at its venues): \
+         parsed in {:.2} s, decided in {:.2} s ({} used), placed in {:.1} ms ({placed} placed); \
+         {} contacts (was {}); peak RSS {} MiB",
+        list.records.len(),
+        upload.len() >> 20,
+        parse_s,
+        decide_s,
+        outcomes.decided.used,
+        place_s * 1e3,
+        with_list.len(),
+        contacts.len(),
         peak_rss_mib()
     );
     let db_bytes = std::fs::metadata(&a.db).map_or(0, |m| m.len());
