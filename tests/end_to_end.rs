@@ -515,13 +515,17 @@ fn bluetrace_contacts_match_ground_truth() {
             .map(|v| (v.arrive_unix_s, v.leave_unix_s))
             .collect()
     };
-    for (case, venue, contact) in found.difference(&strong) {
-        let gap = visits(case, venue)
+    // Seconds between the nearest visits of two UIDs to a venue (0 if they overlap).
+    let gap_s = |a: &str, b: &str, venue: &str| -> u64 {
+        visits(a, venue)
             .iter()
-            .flat_map(|a| visits(contact, venue).into_iter().map(move |b| (*a, b)))
+            .flat_map(|x| visits(b, venue).into_iter().map(move |y| (*x, y)))
             .map(|((a0, a1), (b0, b1))| a0.max(b0).saturating_sub(a1.min(b1)))
             .min()
-            .expect("both visited the venue");
+            .expect("both visited the venue")
+    };
+    for (case, venue, contact) in found.difference(&strong) {
+        let gap = gap_s(case, contact, venue);
         assert!(
             gap <= 6 * 60,
             "{contact} found {gap} s away from case {case} at {venue}"
@@ -619,12 +623,7 @@ fn bluetrace_contacts_match_ground_truth() {
             "case {n}: not found through its encounters: {missed:?}"
         );
         for (venue, contact) in placed.difference(&want) {
-            let gap = visits(case_uid, venue)
-                .iter()
-                .flat_map(|a| visits(contact, venue).into_iter().map(move |b| (*a, b)))
-                .map(|((a0, a1), (b0, b1))| a0.max(b0).saturating_sub(a1.min(b1)))
-                .min()
-                .expect("both visited the venue");
+            let gap = gap_s(case_uid, contact, venue);
             assert!(
                 gap <= 6 * 60,
                 "{contact} placed {gap} s away from case {n} at {venue}"
