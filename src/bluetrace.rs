@@ -345,7 +345,8 @@ pub struct EncounterList {
     pub records: Vec<EncounterRecord>,
     /// Records that are not: not an object, no or a bad `timestamp`, `msg` or `org`.
     pub malformed: u64,
-    /// The first malformed record: its index in `records` and what is wrong with it.
+    /// The first malformed record: its 0-based index in the file's `records` array and what is
+    /// wrong with it.
     pub first_malformed: Option<(usize, String)>,
 }
 
@@ -368,29 +369,100 @@ pub enum EncounterListError {
 /// or a bare array of its records. Of each record only `timestamp`, `msg` (the other phone's
 /// TempID) and `org` are kept; the phone models, RSSI and TX power are dropped. A record
 /// that is not usable is counted, not fatal: one bad line in a phone's 21 days must not hide
-/// the rest.
+/// the rest. The records are read one at a time as the text is scanned: memory holds the
+/// usable records, not a tree of the whole file (which a hostile file could make ~20 times
+/// its size).
 pub fn parse_encounter_list(bytes: &[u8]) -> Result<EncounterList, EncounterListError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| EncounterListError::NotJson(e.to_string()))?;
-    let records = match &value {
-        serde_json::Value::Array(records) => records,
-        serde_json::Value::Object(o) => o
-            .get("records")
-            .and_then(|r| r.as_array())
-            .ok_or(EncounterListError::Shape)?,
-        _ => return Err(EncounterListError::Shape),
-    };
+    use serde::Deserializer as _;
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        EncounterListError::NotJson(format!("not UTF-8 text (byte {})", e.valid_up_to()))
+    })?;
     let mut list = EncounterList::default();
-    for (index, record) in records.iter().enumerate() {
-        match encounter_record(record) {
-            Ok(r) => list.records.push(r),
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_any(ListVisitor(&mut list))
+        .and_then(|()| de.end())
+        .map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => EncounterListError::Shape,
+            _ => EncounterListError::NotJson(e.to_string()),
+        })?;
+    Ok(list)
+}
+
+impl EncounterList {
+    /// Takes one record (its JSON text) into the list, or counts it as malformed.
+    fn take(&mut self, index: usize, raw: &str) {
+        let record = serde_json::from_str::<serde_json::Value>(raw)
+            .map_err(|e| format!("not valid JSON: {e}"))
+            .and_then(|value| encounter_record(&value));
+        match record {
+            Ok(r) => self.records.push(r),
             Err(why) => {
-                list.malformed += 1;
-                list.first_malformed.get_or_insert((index, why));
+                self.malformed += 1;
+                self.first_malformed.get_or_insert((index, why));
             }
         }
     }
-    Ok(list)
+}
+
+/// The top level of an encounter list: the upload object (its `records` taken, the rest
+/// skipped) or a bare array of records.
+struct ListVisitor<'l>(&'l mut EncounterList);
+
+impl<'de> serde::de::Visitor<'de> for ListVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an upload object or an array of records")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        Records(self.0).visit_seq(seq)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut found = false;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "records" && !found {
+                map.next_value_seed(Records(&mut *self.0))?;
+                found = true;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(serde::de::Error::missing_field("records"))
+        }
+    }
+}
+
+/// The `records` array, each element taken as it is scanned.
+struct Records<'l>(&'l mut EncounterList);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Records<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Records<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of records")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        while let Some(raw) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+            self.0.take(index, raw.get());
+            index += 1;
+        }
+        Ok(())
+    }
 }
 
 /// Largest timestamp accepted, seconds: the end of `i32` time, as TempIDs carry it.
@@ -585,7 +657,11 @@ mod tests {
                 "text"
             ]
         });
-        let list = parse_encounter_list(upload.to_string().as_bytes()).expect("parses");
+        // A number no f64 holds spoils its record only.
+        let text = upload
+            .to_string()
+            .replacen("\"text\"", "\"text\",{\"timestamp\":1e400}", 1);
+        let list = parse_encounter_list(text.as_bytes()).expect("parses");
         let kept: Vec<(i64, &str)> = list
             .records
             .iter()
@@ -600,7 +676,7 @@ mod tests {
             ]
         );
         assert!(list.records.iter().all(|r| r.tempid == t));
-        assert_eq!(list.malformed, 7);
+        assert_eq!(list.malformed, 8);
         assert_eq!(
             list.first_malformed,
             Some((3, "no numeric \"timestamp\"".to_owned()))
@@ -622,9 +698,18 @@ mod tests {
                 "{shape}"
             );
         }
-        let Err(EncounterListError::NotJson(why)) = parse_encounter_list(b"{\"records\": [") else {
-            panic!("truncated JSON is refused");
-        };
-        assert!(why.contains("line 1"), "{why}");
+        for (bad, says) in [
+            (
+                &b"{\"records\": ["[..],
+                "EOF while parsing a list at line 1",
+            ),
+            (b"[] []", "trailing characters at line 1 column 4"),
+            (b"[\xff]", "not UTF-8 text (byte 1)"),
+        ] {
+            let Err(EncounterListError::NotJson(why)) = parse_encounter_list(bad) else {
+                panic!("{bad:?} is refused");
+            };
+            assert!(why.contains(says), "{why}");
+        }
     }
 }

@@ -353,7 +353,9 @@ pub fn decide_encounters(
     (used, outcomes)
 }
 
-/// What puts a case at a venue in a contact's row.
+/// What puts the case with a contact: the contact's presence overlaps the case's presences
+/// built from its own reads alone, from its encounters alone, or both. A contact met only where
+/// an encounter joined two stretches of reads, or extended one, rests on the encounter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Basis {
     /// A gateway there read the case's own TempIDs.
@@ -372,11 +374,6 @@ impl Basis {
             Basis::Encounter => "encounter",
             Basis::Both => "both",
         }
-    }
-
-    /// The basis of something resting on both `self` and `other`.
-    pub fn and(self, other: Basis) -> Basis {
-        if self == other { self } else { Basis::Both }
     }
 }
 
@@ -442,9 +439,10 @@ pub fn presences(
 pub struct Contact {
     /// Venue number.
     pub venue: u32,
-    /// The case's first read in the presences this contact overlapped, Unix seconds.
+    /// The case's first known minute (a read, or an encounter's) in the presences this contact
+    /// overlapped, Unix seconds.
     pub case_first_s: i64,
-    /// The case's last read (the minute's start) in those presences, Unix seconds.
+    /// The case's last known minute (its start) in those presences, Unix seconds.
     pub case_last_s: i64,
     /// The contact's UID.
     pub contact: Uid,
@@ -599,24 +597,26 @@ impl Presences {
         let (span_from, span_to) = read_span(case.from_s, case.to_s, settings);
         for (venue, mut minutes) in own {
             minutes.sort_unstable_by_key(|&(minute, rssi, _)| (minute, std::cmp::Reverse(rssi)));
-            let mut own: Vec<(Presence, Basis)> = Vec::new();
-            for mut p in presences(minutes.iter().map(|&(m, r, _)| (m, r)), settings) {
-                let lo = minutes.partition_point(|x| x.0 < p.first_s / 60);
-                let hi = minutes.partition_point(|x| x.0 <= p.last_s / 60);
-                let basis = minutes[lo..hi]
+            // The case's presences from everything known, and (for each contact's basis) from
+            // its reads alone and its encounters alone; all clipped to its period.
+            let built = |which: Option<bool>| -> Vec<Presence> {
+                let minutes = minutes
                     .iter()
-                    .map(|x| if x.2 { Basis::Encounter } else { Basis::Read })
-                    .reduce(Basis::and)
-                    .unwrap_or(Basis::Read);
-                p.start_s = p.start_s.max(case.from_s);
-                p.end_s = p.end_s.min(case.to_s);
-                if p.start_s < p.end_s {
-                    own.push((p, basis));
+                    .filter(|x| which.is_none_or(|encounter| x.2 == encounter))
+                    .map(|&(m, r, _)| (m, r));
+                let mut built = presences(minutes, settings);
+                for p in &mut built {
+                    p.start_s = p.start_s.max(case.from_s);
+                    p.end_s = p.end_s.min(case.to_s);
                 }
-            }
+                built.retain(|p| p.start_s < p.end_s);
+                built
+            };
+            let own = built(None);
             if own.is_empty() {
                 continue;
             }
+            let (by_reads, by_encounters) = (built(Some(false)), built(Some(true)));
             let lo = self.groups.partition_point(|x| x.venue < venue);
             let hi = self.groups.partition_point(|x| x.venue <= venue);
             for other in &self.groups[lo..hi] {
@@ -626,18 +626,25 @@ impl Presences {
                 for c in self.group_presences(other, span_from, span_to, settings) {
                     let mut segments = Vec::new();
                     let (mut case_first, mut case_last) = (i64::MAX, i64::MIN);
-                    let mut basis: Option<Basis> = None;
-                    for (k, k_basis) in &own {
+                    for k in &own {
                         let (a, b) = (c.start_s.max(k.start_s), c.end_s.min(k.end_s));
                         if a < b {
                             segments.push((a, b));
                             case_first = case_first.min(k.first_s);
                             case_last = case_last.max(k.last_s);
-                            basis = Some(basis.map_or(*k_basis, |x| x.and(*k_basis)));
                         }
                     }
-                    let Some(basis) = basis else {
+                    if segments.is_empty() {
                         continue;
+                    }
+                    let meets = |ps: &[Presence]| {
+                        ps.iter()
+                            .any(|k| c.start_s.max(k.start_s) < c.end_s.min(k.end_s))
+                    };
+                    let basis = match (meets(&by_reads), meets(&by_encounters)) {
+                        (true, true) => Basis::Both,
+                        (true, false) => Basis::Read,
+                        (false, _) => Basis::Encounter,
                     };
                     let seconds: i64 = segments.iter().map(|(a, b)| b - a).sum();
                     result.overlaps.push(Overlap {
@@ -657,9 +664,7 @@ impl Presences {
                     });
                 }
             }
-            result
-                .presences
-                .push((venue, own.into_iter().map(|(p, _)| p).collect()));
+            result.presences.push((venue, own));
         }
         result
     }
@@ -1225,9 +1230,8 @@ mod tests {
                 (1, uid(3), at(630), at(630), 5, Basis::Encounter),
             ]
         );
-        // Without the list the same case has nothing; the venue-hours ignore encounter lists.
+        // Without the list the same case has nothing.
         assert!(p.contacts(&case, &settings).is_empty());
-        assert!(p.venue_hours(&[case], &settings).is_empty());
     }
 
     /// A case read at a venue and placed there by an encounter too: one presence on both
@@ -1276,6 +1280,32 @@ mod tests {
                 (uid(3), at(650), at(650), Basis::Encounter),
             ]
         );
+        // Met uid 2 at 10:20 only: the case's presence now runs 09:58-10:23 (the encounter is
+        // within the gap of its last read), so uid 4, read 10:17-10:22, overlaps it — but only
+        // the stretch the encounter added (reads alone end at 10:11): its basis is the
+        // encounter; uid 2 (there all along) overlaps both.
+        let mut sightings = visit(1, uid(1), 600, 610, 2);
+        sightings.extend(visit(1, uid(2), 600, 700, 5));
+        sightings.extend(visit(1, uid(4), 617, 623, 1));
+        let q = presences_of(&sightings, &settings);
+        let later = [Encounter {
+            uid: uid(2),
+            at_s: at(620),
+        }];
+        let found: Vec<(Uid, i64, i64, Basis)> = q
+            .case_contacts(&case, &later, &settings)
+            .0
+            .iter()
+            .map(|c| (c.contact, c.case_first_s, c.case_last_s, c.basis))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (uid(2), at(600), at(620), Basis::Both),
+                (uid(4), at(600), at(620), Basis::Encounter),
+            ]
+        );
+
         // An encounter with the case's own UID (a forged list) places nothing.
         let own = [Encounter {
             uid: uid(1),

@@ -568,6 +568,24 @@ impl Bt {
         (counts.contact_queries, counts.contact_results)
     }
 
+    /// The `basis` of every stored contact result, read straight from the store's table.
+    fn stored_bases(&self) -> Vec<String> {
+        const SQL: &str = "SELECT basis FROM contact_result ORDER BY basis";
+        if self.store.is_postgres() {
+            let mut client =
+                postgres::Client::connect(&self.store.database, postgres::NoTls).expect("connect");
+            let rows = client.query(SQL, &[]).expect("query");
+            rows.iter().map(|r| r.get(0)).collect()
+        } else {
+            let conn = rusqlite::Connection::open(&self.store.database).expect("open");
+            let mut stmt = conn.prepare(SQL).expect("prepare");
+            stmt.query_map([], |r| r.get(0))
+                .expect("query")
+                .map(|r| r.expect("row"))
+                .collect()
+        }
+    }
+
     fn add_case(&self) -> String {
         self.ok(&[
             "bluetrace",
@@ -902,6 +920,7 @@ fn contacts_identified_and_audited() {
     assert_eq!(lines[0]["database"], bt.store.display());
     assert!(lines[0]["time"].as_str().expect("time").ends_with('Z'));
     assert_eq!(bt.contact_queries(), (3, 2));
+    assert_eq!(bt.stored_bases(), ["read"; 2]);
 
     // A log that exists already (made by the operator, e.g. with chattr +a) is appended to.
     std::fs::write(&audit, "{\"earlier\":true}\n").expect("rewrite for the test");
@@ -1009,8 +1028,8 @@ fn contacts_placed_by_encounter_list() {
     let err = stderr(&out);
     assert!(
         err.contains(&format!(
-            "note: encounter list {path}: 8 records, 1 malformed (the first, record 7: no \
-             \"msg\" (the other phone's TempID)), 1 outside the period; 3 used, 2 placed the \
+            "note: encounter list {path}: 8 records, 1 malformed (the first: record 8 of the \
+             list, no \"msg\" (the other phone's TempID)), 1 outside the period; 3 used, 2 placed the \
              case at a venue; not used: 1 undecryptable, 1 of other organisations, 1 replays"
         )),
         "{err}"
@@ -1040,6 +1059,7 @@ fn contacts_placed_by_encounter_list() {
     assert_eq!(lines[0]["results"], 3);
     assert!(lines[1].get("encounters").is_none());
     assert_eq!(bt.contact_queries(), (2, 3));
+    assert_eq!(bt.stored_bases(), ["encounter"; 3]);
 
     // Refused before anything is audited or recorded.
     let missing = bt.dir.path().join("nope.json");

@@ -483,9 +483,9 @@ pub struct ContactsRequest {
     pub format: ListFormat,
 }
 
-/// Largest encounter list read: a phone keeps 21 days of records, a few hundred bytes each;
-/// a busy phone's list is tens of megabytes.
-pub const MAX_ENCOUNTER_LIST_BYTES: u64 = 256 << 20;
+/// Largest encounter list read: a phone keeps 21 days of records, ~250 bytes each; a phone
+/// recording 2,000 encounters a day uploads ~10 MiB.
+pub const MAX_ENCOUNTER_LIST_BYTES: u64 = 64 << 20;
 
 /// An encounter list read from its file: the parsed records and what identifies the file in
 /// the audit log.
@@ -522,7 +522,8 @@ fn read_encounters(path: &Path) -> Result<EncounterFile, BluetraceError> {
         reason: e.to_string(),
     })?;
     Ok(EncounterFile {
-        path: path.to_owned(),
+        // As the audit log names it: the absolute path, if it resolves.
+        path: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()),
         sha256: hex::encode(sha2::Sha256::digest(&bytes)),
         list,
     })
@@ -561,9 +562,10 @@ pub fn append_audit(path: &Path, record: &serde_json::Value) -> std::io::Result<
 }
 
 /// `bluetrace contacts`: refused unless `bluetrace.identify_contacts` (exit 77) and keys are
-/// configured; computes the contacts, appends the audit line (refused, printing nothing, if
-/// that fails), records the query and its results, then prints them; the TempID sightings not
-/// used are counted on `notes` (stderr).
+/// configured; reads and decides the case's encounter list if one is given (refused before
+/// the store is read if the file is not one); computes the contacts, appends the audit line
+/// (refused, printing nothing, if that fails), records the query and its results, then prints
+/// them; the TempID sightings and encounter records not used are counted on `notes` (stderr).
 pub fn contacts(
     store: &mut dyn Store,
     config: &AuthorityConfig,
@@ -668,7 +670,7 @@ pub fn contacts(
             .list
             .first_malformed
             .as_ref()
-            .map(|(index, why)| format!(" (the first, record {index}: {why})"))
+            .map(|(index, why)| format!(" (the first: record {} of the list, {why})", index + 1))
             .unwrap_or_default();
         let _ = writeln!(
             notes,

@@ -854,6 +854,26 @@ pub fn run(config: &AuthorityConfig, database: &Database) -> Result<IngestReport
     })
 }
 
+/// Runs `job` on `store` while this worker holds `lease` (taken by the caller), and gives the
+/// lease back however `job` ends — with a result, an error, or a panic (re-raised once the lease
+/// is back): a lease left held would stop every worker's housekeeping until this one restarts.
+fn with_lease<T, E: From<StoreError>>(
+    store: &mut (dyn Store + Send),
+    lease: Lease,
+    job: impl FnOnce(&mut (dyn Store + Send)) -> Result<T, E>,
+) -> Result<T, E> {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut *store)));
+    let released = store.release_lease(lease);
+    match outcome {
+        Ok(result) => {
+            let value = result?;
+            released?;
+            Ok(value)
+        }
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 /// Purges by retention hourly and re-matches after new batches, at most once a minute (GAEN,
 /// then the BlueTrace venue-hours when new TempID sightings fall in a case's span:
 /// [`HoursWatch`]). The match cache lives here, between runs: each run only reads the
@@ -900,10 +920,9 @@ async fn housekeeping(
                 if purge {
                     let sightings_before = now - retention.sightings.as_secs() as i64;
                     if store.try_lease(Lease::Purge)? {
-                        let purged =
-                            store.purge(sightings_before, now - retention.keys.as_secs() as i64);
-                        store.release_lease(Lease::Purge)?;
-                        let purged = purged?;
+                        let purged = with_lease(&mut **store, Lease::Purge, |store| {
+                            store.purge(sightings_before, now - retention.keys.as_secs() as i64)
+                        })?;
                         info!(
                             batches = purged.batches,
                             sightings = purged.sightings,
@@ -929,42 +948,39 @@ async fn housekeeping(
                     debug!("matching left to the worker doing it");
                     return Ok(last);
                 }
-                let matched = (|| -> Result<(), ServiceError> {
-                    let summary = match_store_cached(
-                        &mut **store,
-                        &risk,
-                        false,
-                        &mut owned,
-                        &mut |_, _, _| {},
-                    )?;
-                    if summary.days > 0 {
-                        info!(
-                            days = summary.days,
-                            sightings_read = summary.sightings,
-                            events = summary.events,
-                            venue_hours = summary.venue_hours,
-                            cached_days = owned.days(),
-                            cache_mib = owned.memory_bytes() >> 20,
-                            "matched new batches and keys"
-                        );
-                    }
-                    if let Some(bt) = owned_watch.after_batches(&mut **store, &bluetrace)? {
-                        info!(
-                            cases = bt.cases,
-                            venue_hours = bt.venue_hours,
-                            tempid_sightings = bt.sightings,
-                            used = bt.outcomes.used,
-                            undecryptable = bt.outcomes.undecryptable,
-                            wrong_org = bt.outcomes.wrong_org,
-                            replays = bt.outcomes.replays,
-                            decrypted = bt.decrypted,
-                            "BlueTrace venue-hours recomputed"
-                        );
-                    }
-                    Ok(())
-                })();
-                store.release_lease(Lease::Match)?;
-                matched?;
+                with_lease(
+                    &mut **store,
+                    Lease::Match,
+                    |store| -> Result<(), ServiceError> {
+                        let summary =
+                            match_store_cached(store, &risk, false, &mut owned, &mut |_, _, _| {})?;
+                        if summary.days > 0 {
+                            info!(
+                                days = summary.days,
+                                sightings_read = summary.sightings,
+                                events = summary.events,
+                                venue_hours = summary.venue_hours,
+                                cached_days = owned.days(),
+                                cache_mib = owned.memory_bytes() >> 20,
+                                "matched new batches and keys"
+                            );
+                        }
+                        if let Some(bt) = owned_watch.after_batches(store, &bluetrace)? {
+                            info!(
+                                cases = bt.cases,
+                                venue_hours = bt.venue_hours,
+                                tempid_sightings = bt.sightings,
+                                used = bt.outcomes.used,
+                                undecryptable = bt.outcomes.undecryptable,
+                                wrong_org = bt.outcomes.wrong_org,
+                                replays = bt.outcomes.replays,
+                                decrypted = bt.decrypted,
+                                "BlueTrace venue-hours recomputed"
+                            );
+                        }
+                        Ok(())
+                    },
+                )?;
                 Ok(Some(batches))
             };
             let result = run();
