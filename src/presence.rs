@@ -700,14 +700,32 @@ impl Presences {
     /// Per venue and hour, the distinct cases present and the distinct other UIDs present with
     /// one of them; by venue and hour.
     pub fn venue_hours(&self, cases: &[Case], settings: &PresenceSettings) -> Vec<VenueHour> {
+        self.venue_hours_with(cases, &HashMap::new(), settings).0
+    }
+
+    /// [`venue_hours`](Self::venue_hours), the cases placed also by their decided encounter
+    /// lists (`encounters` by case UID): a case no gateway read counts where its encounters
+    /// place it. Also returns how many encounters placed their case somewhere.
+    pub fn venue_hours_with(
+        &self,
+        cases: &[Case],
+        encounters: &HashMap<Uid, Vec<Encounter>>,
+        settings: &PresenceSettings,
+    ) -> (Vec<VenueHour>, u64) {
         // (venue, hour) → (case UIDs, contact UIDs), UIDs as indexes.
         let mut hours: BTreeMap<(u32, i64), (BTreeSet<u32>, BTreeSet<u32>)> = BTreeMap::new();
         let hours_of = |a: i64, b: i64| a.div_euclid(3600)..=(b - 1).div_euclid(3600);
-        for case in cases {
-            let Some(&case_id) = self.ids.get(&case.uid) else {
-                continue;
-            };
-            let result = self.case_result(case, &[], settings);
+        let mut placed = 0;
+        for (index, case) in cases.iter().enumerate() {
+            // A case no gateway read gets an index no read UID has.
+            let case_id = self
+                .ids
+                .get(&case.uid)
+                .copied()
+                .unwrap_or(u32::MAX - index as u32);
+            let met = encounters.get(&case.uid).map_or(&[][..], Vec::as_slice);
+            let result = self.case_result(case, met, settings);
+            placed += result.placed;
             for (venue, presences) in &result.presences {
                 for p in presences {
                     for hour in hours_of(p.start_s, p.end_s) {
@@ -727,7 +745,7 @@ impl Presences {
                 }
             }
         }
-        hours
+        let hours = hours
             .into_iter()
             .map(|((venue, hour), (cases, contacts))| VenueHour {
                 venue,
@@ -735,7 +753,8 @@ impl Presences {
                 cases: cases.len() as u32,
                 contacts: contacts.difference(&cases).count() as u32,
             })
-            .collect()
+            .collect();
+        (hours, placed)
     }
 }
 
@@ -1232,6 +1251,21 @@ mod tests {
         );
         // Without the list the same case has nothing.
         assert!(p.contacts(&case, &settings).is_empty());
+        assert!(p.venue_hours(&[case], &settings).is_empty());
+        // With it, the venue-hour counts it where it was placed, with its two contacts.
+        let lists = HashMap::from([(uid(1), encounters.clone())]);
+        assert_eq!(
+            p.venue_hours_with(&[case], &lists, &settings),
+            (
+                vec![VenueHour {
+                    venue: 1,
+                    hour_start_s: at(600),
+                    cases: 1,
+                    contacts: 2,
+                }],
+                1
+            )
+        );
     }
 
     /// A case read at a venue and placed there by an encounter too: one presence on both

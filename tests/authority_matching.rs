@@ -16,7 +16,7 @@ use venuetrace::authority::config::{self, BluetraceSettings};
 use venuetrace::authority::service::{MatchCache, match_store, match_store_cached};
 use venuetrace::authority::store::{BluetraceCase, ExposureFilter, Store, VenueHourView};
 use venuetrace::batch::{Batch, BatchId, GatewayId};
-use venuetrace::bluetrace::{TempIdKey, Uid};
+use venuetrace::bluetrace::{EncounterRecord, TempIdKey, Uid};
 use venuetrace::crypto::{Enin, Metadata, RollingPeriod, Tek};
 use venuetrace::export::{DiagnosisKey, ReportType};
 use venuetrace::matching::RiskConfig;
@@ -438,8 +438,9 @@ fn bluetrace_settings(dir: &std::path::Path) -> (BluetraceSettings, TempIdKey) {
 /// gives for those hours; so the daemon's watch, recomputing only the span each new batch can
 /// change, ends with the full recompute's table. Random reads of 60 UIDs over a day (visits
 /// of 10 minutes to 2 hours, reads with gaps around the 15-minute presence gap), 4 frequent
-/// visitors as cases (two all day, two from a random moment for 3-10 hours), batches stored in
-/// random order, 300 random spans; six seeds.
+/// visitors as cases (two all day, two from a random moment for 3-10 hours) and a fifth never
+/// read, placed by its encounter list, batches stored in random order, 300 random spans; six
+/// seeds.
 #[test]
 fn span_recompute_equals_full_recompute() {
     for seed in 1..=6 {
@@ -492,6 +493,36 @@ fn span_scenario(seed: u64) {
             })
             .expect("case");
     }
+    // A fifth case no gateway reads (uid 61), placed only by its encounter list: 400 records
+    // of random UIDs at random seconds of the day.
+    let companion = Uid::from_bytes([61; 21]);
+    store
+        .upsert_case(&BluetraceCase {
+            uid: companion,
+            from_s: day_s,
+            to_s: day_s + 86_400,
+            label: None,
+            added_ms: 0,
+        })
+        .expect("case");
+    let records: Vec<EncounterRecord> = (0..400)
+        .map(|_| {
+            let uid = rng.random_range(1..=60u8);
+            EncounterRecord {
+                at_s: day_s + rng.random_range(0..86_400),
+                tempid: key.encrypt(
+                    &Uid::from_bytes([uid; 21]),
+                    day_s as i32,
+                    day_s as i32 + 86_400,
+                    &[uid; 16],
+                ),
+                org: "MAR".into(),
+            }
+        })
+        .collect();
+    store
+        .set_case_encounters(&companion, &records)
+        .expect("encounters");
     let mut order: Vec<usize> = (0..144).filter(|w| !windows[*w].is_empty()).collect();
     order.shuffle(&mut rng);
     let mut watch = HoursWatch::new();
@@ -518,6 +549,7 @@ fn span_scenario(seed: u64) {
     let watched = bt_hours(&*store);
     let full = recompute_hours(&mut *store, &settings).expect("full");
     assert!(full.venue_hours >= 15, "{full:?}");
+    assert!(full.encounters.placed >= 20, "{full:?}");
     assert!(span_recomputes >= 10, "{span_recomputes} span recomputes");
     assert_eq!(
         watched,
@@ -534,6 +566,65 @@ fn span_scenario(seed: u64) {
         recompute_hours_between(&mut *store, &settings, from, to).expect("span");
         assert_eq!(bt_hours(&*store), all, "seed {seed}: span {from}..{to}");
     }
+}
+
+/// A case placed by its encounter list can be changed by a read farther away than a read
+/// case: a late batch (10:39) extends uid 5's presence back from 10:52 to 10:37, which now
+/// holds the case's encounter with uid 5 at 10:50; with its encounter with uid 6 at 11:05 the
+/// case's presence bridges to 10:48–11:08, meeting uid 7 (read at 11:00) in the 11:00 hour.
+/// The daemon's span recompute counts that hour as a full recompute does.
+#[test]
+fn daemon_recompute_reaches_hours_an_encounter_bridges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = TestStore::new(dir.path());
+    let mut store = db.open();
+    store
+        .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
+        .expect("enroll");
+    let (settings, key) = bluetrace_settings(dir.path());
+    let day_s = i64::from(DAY_ENIN) * 600;
+    let at = |hour: i64, minute: i64| day_s + hour * 3600 + minute * 60;
+    let ten = DAY_ENIN + 60;
+    store_tempids(&mut *store, &key, ten + 5, &[(5, 4..5)], 1); // uid 5 at 10:54
+    store_tempids(&mut *store, &key, ten + 6, &[(6, 5..6), (7, 0..1)], 2); // 11:05, 11:00
+    let companion = Uid::from_bytes([61; 21]);
+    store
+        .upsert_case(&BluetraceCase {
+            uid: companion,
+            from_s: day_s,
+            to_s: day_s + 86_400,
+            label: None,
+            added_ms: 0,
+        })
+        .expect("case");
+    let met = |uid: u8, at_s: i64| EncounterRecord {
+        at_s,
+        tempid: key.encrypt(
+            &Uid::from_bytes([uid; 21]),
+            day_s as i32,
+            day_s as i32 + 86_400,
+            &[uid; 16],
+        ),
+        org: "MAR".into(),
+    };
+    store
+        .set_case_encounters(&companion, &[met(5, at(10, 50)), met(6, at(11, 5) + 30)])
+        .expect("encounters");
+    let mut watch = HoursWatch::new();
+    watch.after_batches(&mut *store, &settings).expect("first");
+    // Before: the case only at 11:03-11:08, with uid 6.
+    assert_eq!(bt_hours(&*store), [(at(11, 0), 1, 1)]);
+
+    store_tempids(&mut *store, &key, ten + 3, &[(5, 9..10)], 3); // uid 5 at 10:39
+    let span = watch
+        .after_batches(&mut *store, &settings)
+        .expect("watch")
+        .expect("recomputed");
+    assert_eq!(span.encounters.placed, 2);
+    let watched = bt_hours(&*store);
+    assert_eq!(watched, [(at(10, 0), 1, 2), (at(11, 0), 1, 2)]);
+    recompute_hours(&mut *store, &settings).expect("full");
+    assert_eq!(bt_hours(&*store), watched);
 }
 
 /// The daemon's BlueTrace step ([`HoursWatch`], called after each rematch): the first call

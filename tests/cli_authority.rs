@@ -706,7 +706,7 @@ fn bluetrace_cases_and_exposures() {
     );
     assert_eq!(
         bt.ok(&["bluetrace", "cases", "list", "--format", "csv"]),
-        "uid,from,to,label,added\r\n"
+        "uid,from,to,label,added,encounters\r\n"
     );
 
     for (args, code, needle) in [
@@ -933,17 +933,11 @@ fn contacts_identified_and_audited() {
     );
 }
 
-/// Henry's phone was never read by a gateway, but his uploaded encounter list places him:
-/// he met frank at the bus station at 10:15 and alice at the souk at 10:30, so frank, alice and
-/// the case (at the souk until 10:28, widened to 10:31) are his contacts, on the basis of an
-/// encounter. The list's records are decided like sightings (another key, another
-/// organisation, a TempID outside its validity, outside the period, malformed: counted on
-/// stderr); someone met where no gateway read them places nothing. The audit line names the
-/// file and its SHA-256. A missing file (66) or one that is not a list (65) is refused before
-/// anything is audited or recorded.
-#[test]
-fn contacts_placed_by_encounter_list() {
-    let bt = Bt::new(true, "bt-audit.jsonl");
+/// Henry's uploaded encounter list (in `bt`'s directory), and its bytes: he met frank at the
+/// bus station at 10:15 and alice at the souk at 10:30 (both read there then), grace at 10:30
+/// (read at 09:40–09:50 only), and bob (a replayed TempID), dave (another key) and erin
+/// (another organisation); alice again at 08:30 (before the period); one record has no TempID.
+fn henry_upload(bt: &Bt) -> (PathBuf, Vec<u8>) {
     let p = people();
     let ms = |s: i64| s * 1000;
     let record = |name: &str, at_s: i64, org: &str| {
@@ -969,6 +963,104 @@ fn contacts_placed_by_encounter_list() {
     let file = bt.dir.path().join("henry-upload.json");
     let bytes = serde_json::to_vec_pretty(&upload).expect("JSON");
     std::fs::write(&file, &bytes).expect("write");
+    (file, bytes)
+}
+
+/// A case registered with its encounter list counts in the venue report where the list places
+/// it: henry, never read, is a case in the souk's and the bus station's 10:00 hours, with the
+/// people met there as contacts. `cases add` keeps the records within the period (encrypted,
+/// as uploaded) and says so; `match` counts how they were decided; `cases list` shows how many
+/// a case has; a list for several UIDs is a usage error; removing the case removes its list.
+#[test]
+fn case_encounter_list_counts_in_venue_hours() {
+    let bt = Bt::new(false, "bt-audit.jsonl");
+    let p = people();
+    let (file, _) = henry_upload(&bt);
+    let path = file.to_str().expect("UTF-8");
+    let add = |uids: &[&str]| {
+        let mut args = vec!["bluetrace", "cases", "add"];
+        args.extend_from_slice(uids);
+        args.extend(["--from", "2026-11-29T09:00", "--to", "2026-11-29T12:00"]);
+        args.extend(["--encounters", path]);
+        bt.run(&args, &[])
+    };
+    let out = add(&[&p.uid["henry"]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains(&format!(
+            "encounter list {path} ({}): 6 records kept (within the period) of 8, 1 malformed",
+            &hex::encode({
+                use sha2::Digest;
+                sha2::Sha256::digest(std::fs::read(&file).expect("read"))
+            })[..16]
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "cases' encounter records: 3 used (2 placed a case), 1 undecryptable, 1 of other \
+             organisations, 1 replays"
+        ),
+        "{said}"
+    );
+    let rows = bt.json(&["exposures", "--format", "json"]);
+    let hours: Vec<(&str, &str, u64, u64)> = rows
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| {
+            (
+                r["venue"].as_str().expect("venue"),
+                r["hour"].as_str().expect("hour"),
+                r["bt_cases"].as_u64().expect("cases"),
+                r["bt_contacts"].as_u64().expect("contacts"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hours,
+        [
+            ("bus-1", "2026-11-29T10:00+00:00", 1, 1),
+            ("souk-1", "2026-11-29T10:00+00:00", 1, 2),
+        ]
+    );
+    let listed = bt.json(&["bluetrace", "cases", "list", "--format", "json"]);
+    assert_eq!(listed[0]["encounters"], 6);
+    assert!(
+        bt.ok(&["match"])
+            .contains("cases' encounter records: 3 used")
+    );
+
+    let out = add(&[&p.uid["henry"], &p.uid["case"]]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--encounters is one case's list"),
+        "{}",
+        stderr(&out)
+    );
+
+    bt.ok(&["bluetrace", "cases", "remove", &p.uid["henry"]]);
+    let counts = bt.store.open().bluetrace_counts().expect("counts");
+    assert_eq!(
+        (counts.cases, counts.case_encounters, counts.hours),
+        (0, 0, 0)
+    );
+}
+
+/// Henry's phone was never read by a gateway, but his uploaded encounter list places him:
+/// he met frank at the bus station at 10:15 and alice at the souk at 10:30, so frank, alice and
+/// the case (at the souk until 10:28, widened to 10:31) are his contacts, on the basis of an
+/// encounter. The list's records are decided like sightings (another key, another
+/// organisation, a TempID outside its validity, outside the period, malformed: counted on
+/// stderr); someone met where no gateway read them places nothing. The audit line names the
+/// file and its SHA-256. A missing file (66) or one that is not a list (65) is refused before
+/// anything is audited or recorded.
+#[test]
+fn contacts_placed_by_encounter_list() {
+    let bt = Bt::new(true, "bt-audit.jsonl");
+    let p = people();
+    let (file, bytes) = henry_upload(&bt);
     let path = file.to_str().expect("UTF-8");
 
     let out = bt.run(

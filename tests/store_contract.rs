@@ -19,7 +19,7 @@ use venuetrace::authority::store::{
     SqliteStore, Store, Stored, StoredKey, Venue, VenueHourRow, VenueHourView,
 };
 use venuetrace::batch::{Batch, BatchId, GatewayId};
-use venuetrace::bluetrace::{TempId, Uid};
+use venuetrace::bluetrace::{EncounterRecord, TempId, Uid};
 use venuetrace::crypto::{Aem, Enin, RollingPeriod, Rpi, Tek};
 use venuetrace::export::{DiagnosisKey, ReportType};
 use venuetrace::presence::{Basis, Contact, VenueHour};
@@ -87,6 +87,10 @@ trait Contract {
     fn replace_bluetrace_hours_between(&mut self, from_s: i64, to_s: i64, hours: &[VenueHour]);
     fn record_contact_query(&mut self, query: &ContactQuery, contacts: &[Contact]) -> i64;
     fn bluetrace_counts(&self) -> BluetraceCounts;
+    fn set_case_encounters(&mut self, uid: &Uid, records: &[EncounterRecord])
+    -> Result<(), String>;
+    fn read_case_encounters(&self, from_s: i64, to_s: i64) -> Vec<(Uid, EncounterRecord)>;
+    fn case_encounter_counts(&self) -> Vec<(Uid, u64)>;
 }
 
 macro_rules! contract {
@@ -262,6 +266,31 @@ macro_rules! contract {
             }
             fn bluetrace_counts(&self) -> BluetraceCounts {
                 <$store as Store>::bluetrace_counts(self).expect("bluetrace_counts")
+            }
+            fn set_case_encounters(
+                &mut self,
+                uid: &Uid,
+                records: &[EncounterRecord],
+            ) -> Result<(), String> {
+                <$store as Store>::set_case_encounters(self, uid, records)
+                    .map_err(|e| e.to_string())
+            }
+            fn read_case_encounters(&self, from_s: i64, to_s: i64) -> Vec<(Uid, EncounterRecord)> {
+                let mut rows = Vec::new();
+                <$store as Store>::read_case_encounters(self, from_s, to_s, &mut |uid, r| {
+                    rows.push((*uid, r))
+                })
+                .expect("read_case_encounters");
+                rows.sort_by(|a, b| (a.0, a.1.at_s, a.1.tempid).cmp(&(b.0, b.1.at_s, b.1.tempid)));
+                rows
+            }
+            fn case_encounter_counts(&self) -> Vec<(Uid, u64)> {
+                let mut counts: Vec<_> = <$store as Store>::case_encounter_counts(self)
+                    .expect("case_encounter_counts")
+                    .into_iter()
+                    .collect();
+                counts.sort();
+                counts
             }
         }
     };
@@ -746,7 +775,7 @@ fn gw_venue(s: &mut dyn Contract, name: &str) -> u32 {
 #[test]
 fn bluetrace_cases_and_contact_queries_agree() {
     let cluster = PgCluster::start();
-    on_both("BlueTrace", &cluster, |s| {
+    let (_pg, _db, found) = on_both("BlueTrace", &cluster, |s| {
         let gw = enroll(s);
         let souk = gw_venue(s, "souk-1");
         let case = |byte: u8, from_s: i64| BluetraceCase {
@@ -790,14 +819,45 @@ fn bluetrace_cases_and_contact_queries_agree() {
         };
         let first = s.record_contact_query(&query, &[contact, placed]);
         let second = s.record_contact_query(&query, &[]);
+        // Encounter lists: stored for a case (replacing one stored before), read back by
+        // time, counted; refused for an unknown case; gone with their case.
+        let record = |byte: u8, at_s: i64| EncounterRecord {
+            at_s,
+            tempid: TempId::from_bytes([byte; TempId::LEN]),
+            org: "MAR".into(),
+        };
+        let one = Uid::from_bytes([1; 21]);
+        let two = Uid::from_bytes([2; 21]);
+        s.set_case_encounters(&one, &[record(9, 1), record(9, 2)])
+            .expect("first list");
+        s.set_case_encounters(&one, &[record(7, 1500), record(8, 1600), record(9, 2500)])
+            .expect("replaced");
+        s.set_case_encounters(&two, &[record(6, 1550)])
+            .expect("list");
+        let refused = s.set_case_encounters(&Uid::from_bytes([3; 21]), &[record(5, 1)]);
+        let read = s.read_case_encounters(1500, 2500);
+        let counts = s.case_encounter_counts();
+        s.remove_case(&two).expect("remove");
         (
             (new, changed),
             unknown.expect_err("no such case"),
             s.cases(),
             (first, second),
-            s.bluetrace_counts(),
+            (read, counts, refused.expect_err("no such case")),
+            (s.case_encounter_counts(), s.bluetrace_counts()),
         )
     });
+    let (read, counts, refused) = &found.4;
+    let (one, two) = (Uid::from_bytes([1; 21]), Uid::from_bytes([2; 21]));
+    let read: Vec<(Uid, i64, u8)> = read
+        .iter()
+        .map(|(uid, r)| (*uid, r.at_s, r.tempid.as_bytes()[0]))
+        .collect();
+    assert_eq!(read, [(one, 1500, 7), (one, 1600, 8), (two, 1550, 6)]);
+    assert_eq!(counts, &[(one, 3), (two, 1)]);
+    assert!(refused.contains("no registered case"), "{refused}");
+    assert_eq!(found.5.0, [(one, 3)], "gone with their case");
+    assert_eq!(found.5.1.case_encounters, 3);
 }
 
 /// Two workers storing the same batch at the same moment (each its own connection): it is

@@ -13,13 +13,14 @@
 use super::config::{AuthorityConfig, BluetraceSettings};
 use super::service::local;
 use super::store::{BluetraceCase, ContactQuery, Store, StoreError};
-use crate::bluetrace::{EncounterList, Uid, parse_encounter_list};
+use crate::bluetrace::{EncounterList, EncounterRecord, Uid, parse_encounter_list};
 use crate::crypto::Enin;
 use crate::exit::Exit;
 use crate::output::{ListFormat, Table};
 use crate::presence::{
     self, Case, Contact, EncounterOutcomes, Outcomes, PresenceSettings, Presences, Reads,
 };
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -54,6 +55,9 @@ pub enum BluetraceError {
     /// `--from` is not before `--to`.
     #[error("--from must be before --to")]
     Period,
+    /// `cases add --encounters` with several UIDs.
+    #[error("--encounters is one case's list: give it with one UID")]
+    EncountersOfOne,
     /// The audit log cannot be written: the command is refused.
     #[error("refused: cannot write the audit log {path}")]
     Audit {
@@ -94,7 +98,7 @@ impl BluetraceError {
             BluetraceError::Store(_) => Exit::IoErr,
             BluetraceError::Disabled { .. } => Exit::NoPerm,
             BluetraceError::NoKeys { .. } => Exit::Config,
-            BluetraceError::Period => Exit::Usage,
+            BluetraceError::Period | BluetraceError::EncountersOfOne => Exit::Usage,
             BluetraceError::Audit { .. } => Exit::CantCreat,
             BluetraceError::EncountersRead { .. } => Exit::NoInput,
             BluetraceError::Encounters { .. } => Exit::DataErr,
@@ -172,6 +176,39 @@ pub fn load_presences(
     Ok((reads.finish(), sightings))
 }
 
+/// The registered cases' stored encounter records inside `cases`' periods, decided (counted
+/// on `outcomes`), by case UID.
+fn load_case_encounters(
+    store: &dyn Store,
+    cases: &[Case],
+    b: &BluetraceSettings,
+    outcomes: &mut EncounterOutcomes,
+) -> Result<HashMap<Uid, Vec<presence::Encounter>>, StoreError> {
+    let (Some(from_s), Some(to_s)) = (
+        cases.iter().map(|c| c.from_s).min(),
+        cases.iter().map(|c| c.to_s).max(),
+    ) else {
+        return Ok(HashMap::new());
+    };
+    let mut records: HashMap<Uid, Vec<EncounterRecord>> = HashMap::new();
+    store.read_case_encounters(from_s, to_s, &mut |uid, record| {
+        records.entry(*uid).or_default().push(record);
+    })?;
+    let (keys, settings) = (b.tempid_keys(), presence_settings(b));
+    let mut met = HashMap::new();
+    for case in cases {
+        if let Some(list) = records.get(&case.uid) {
+            let (used, decided) = presence::decide_encounters(list, case, &keys, &settings);
+            outcomes.decided.used += decided.decided.used;
+            outcomes.decided.undecryptable += decided.decided.undecryptable;
+            outcomes.decided.wrong_org += decided.decided.wrong_org;
+            outcomes.decided.replays += decided.decided.replays;
+            met.insert(case.uid, used);
+        }
+    }
+    Ok(met)
+}
+
 /// What a recompute of the BlueTrace venue-hours did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HoursSummary {
@@ -186,6 +223,9 @@ pub struct HoursSummary {
     /// Whether any TempID key is configured (without, nothing is decrypted and no venue-hour
     /// has cases).
     pub decrypted: bool,
+    /// The cases' encounter records read (within their periods), and how they were decided
+    /// and placed.
+    pub encounters: EncounterOutcomes,
 }
 
 impl HoursSummary {
@@ -200,7 +240,7 @@ impl HoursSummary {
             );
         }
         let o = &self.outcomes;
-        format!(
+        let mut line = format!(
             "bluetrace: {} cases present in {} venue-hours ({} TempID sightings read: {} used, \
              {} undecryptable, {} of other organisations, {} replays)",
             self.cases,
@@ -210,7 +250,20 @@ impl HoursSummary {
             o.undecryptable,
             o.wrong_org,
             o.replays
-        )
+        );
+        let e = &self.encounters;
+        if e.decided.used + e.decided.not_used() > 0 {
+            line.push_str(&format!(
+                "; cases' encounter records: {} used ({} placed a case), {} undecryptable, {} of \
+                 other organisations, {} replays",
+                e.decided.used,
+                e.placed,
+                e.decided.undecryptable,
+                e.decided.wrong_org,
+                e.decided.replays
+            ));
+        }
+        line
     }
 }
 
@@ -246,7 +299,9 @@ pub fn recompute_hours(
 /// chain of reads at most `gap` apart, widened by `margin`). So each case's period is clipped to
 /// the span padded by `gap + margin` on both sides; presences then built from that clipped
 /// period (and contacts from reads padded again, [`presence::read_span`]) cover the span's
-/// hours exactly as the whole period's do. A test compares both on random data.
+/// hours exactly as the whole period's do. A case's encounters inside the clipped period are
+/// minutes of the case like its reads, placed by presences of reads within `gap + margin` of
+/// them: inside that read span too. A test compares both on random data.
 pub fn recompute_hours_between(
     store: &mut dyn Store,
     b: &BluetraceSettings,
@@ -291,7 +346,11 @@ fn hours_of(
         let (presences, sightings) = load_presences(store, cases, b)?;
         summary.sightings = sightings;
         summary.outcomes = presences.outcomes();
-        presences.venue_hours(cases, &presence_settings(b))
+        let settings = presence_settings(b);
+        let met = load_case_encounters(store, cases, b, &mut summary.encounters)?;
+        let (hours, placed) = presences.venue_hours_with(cases, &met, &settings);
+        summary.encounters.placed = placed;
+        hours
     };
     summary.venue_hours = hours.len();
     Ok((summary, hours))
@@ -299,8 +358,9 @@ fn hours_of(
 
 /// The daemon's trigger: after new batches, recompute when one of them holds TempID sightings
 /// whose window falls in a registered case's span — only the hours those windows can change
-/// ([`recompute_hours_between`]: from `gap + margin` before the earliest window to as much after
-/// the latest); the first call recomputes everything ([`recompute_hours`]), which covers cases
+/// ([`recompute_hours_between`]: from `2 × (gap + margin)` before the earliest window to as
+/// much after the latest: twice, for the cases placed through their encounter lists); the
+/// first call recomputes everything ([`recompute_hours`]), which covers cases
 /// and batches from before the daemon started. Cases added or removed through the command line
 /// are recomputed by the command itself.
 #[derive(Debug, Default)]
@@ -341,7 +401,12 @@ impl HoursWatch {
         ) {
             (false, _, _) => None,
             (true, Some(&first_window), Some(&last_window)) if !first => {
-                let pad = i64::from(b.presence_gap_minutes + b.presence_margin_minutes) * 60;
+                // A read changes its UID's presences up to `gap + margin` away; a case's
+                // encounter within such a presence places the case, whose own presences (and
+                // hours) then change up to `gap + margin` further. (The hour allowed for the
+                // window's length covers that too for windows as gateways close them; the
+                // doubled pad does not lean on it.)
+                let pad = 2 * i64::from(b.presence_gap_minutes + b.presence_margin_minutes) * 60;
                 Some(recompute_hours_between(
                     store,
                     b,
@@ -378,7 +443,9 @@ pub fn note_without_keys(
 }
 
 /// `bluetrace cases add`: registers (or updates) the cases `uids`, all with the period
-/// `[from_s, to_s)`, then recomputes the venue-hours once.
+/// `[from_s, to_s)`, stores the one case's encounter list if given (its records within the
+/// period; the file is read and checked before anything is written), then recomputes the
+/// venue-hours once.
 #[allow(clippy::too_many_arguments)] // one call site; a struct adds nothing
 pub fn cases_add(
     store: &mut dyn Store,
@@ -387,12 +454,17 @@ pub fn cases_add(
     from_s: i64,
     to_s: i64,
     label: Option<&str>,
+    encounters: Option<&Path>,
     now_ms: i64,
     out: &mut dyn Write,
 ) -> Result<(), BluetraceError> {
     if from_s >= to_s {
         return Err(BluetraceError::Period);
     }
+    if encounters.is_some() && uids.len() != 1 {
+        return Err(BluetraceError::EncountersOfOne);
+    }
+    let encounters = encounters.map(read_encounters).transpose()?;
     let tz = &config.authority.timezone;
     let mut lines = String::new();
     for uid in uids {
@@ -409,6 +481,24 @@ pub fn cases_add(
             uid.to_base64(),
             local(from_s, tz),
             local(to_s, tz),
+        ));
+    }
+    if let (Some(file), [uid]) = (&encounters, uids) {
+        let kept: Vec<EncounterRecord> = file
+            .list
+            .records
+            .iter()
+            .filter(|r| (from_s..to_s).contains(&r.at_s))
+            .cloned()
+            .collect();
+        store.set_case_encounters(uid, &kept)?;
+        lines.push_str(&format!(
+            "encounter list {} ({}): {} records kept (within the period) of {}, {} malformed\n",
+            file.path.display(),
+            &file.sha256[..16],
+            kept.len(),
+            file.list.records.len() as u64 + file.list.malformed,
+            file.list.malformed,
         ));
     }
     let summary = recompute_hours(store, &config.bluetrace)?;
@@ -440,16 +530,19 @@ pub fn cases_list(
     format: ListFormat,
     out: &mut dyn Write,
 ) -> Result<(), BluetraceError> {
-    let mut table = Table::new(["uid", "from", "to", "label", "added"]);
+    let mut table = Table::new(["uid", "from", "to", "label", "added", "encounters"]);
     let mut json = Vec::new();
+    let encounters = store.case_encounter_counts()?;
     for c in store.cases()? {
         let added = local(c.added_ms.div_euclid(1000), tz);
+        let met = encounters.get(&c.uid).copied().unwrap_or(0);
         table.row([
             c.uid.to_base64(),
             local(c.from_s, tz),
             local(c.to_s, tz),
             c.label.clone().unwrap_or_default(),
             added.clone(),
+            met.to_string(),
         ]);
         json.push(serde_json::json!({
             "uid": c.uid.to_base64(),
@@ -460,6 +553,7 @@ pub fn cases_list(
             "label": c.label,
             "added": added,
             "added_unix_ms": c.added_ms,
+            "encounters": met,
         }));
     }
     crate::output::write_list(&table, &serde_json::Value::from(json), format, out)

@@ -152,6 +152,11 @@ pub enum CasesCommand {
         /// A label for people (e.g. the health team's file number).
         #[arg(long)]
         label: Option<String>,
+        /// The case's uploaded encounter list (with one UID only; the JSON its phone
+        /// uploaded): kept, encrypted, with the case, so its venue-hours count also where the
+        /// phones it met were read. Replaces a list stored before.
+        #[arg(long, value_name = "FILE")]
+        encounters: Option<PathBuf>,
         /// Store and configuration.
         #[command(flatten)]
         store: StoreArgs,

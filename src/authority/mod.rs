@@ -170,6 +170,7 @@ fn bluetrace_command(
             from,
             to,
             label,
+            encounters,
             store,
         }) => {
             let (config, database) = load(&store)?;
@@ -186,6 +187,7 @@ fn bluetrace_command(
                 from_s,
                 to_s,
                 label.as_deref(),
+                encounters.as_deref(),
                 now_ms(),
                 out,
             )?;

@@ -34,7 +34,7 @@ use super::store::{
     VenueHourRow, VenueHourView, pack_minutes, report_type_code,
 };
 use crate::batch::Batch;
-use crate::bluetrace::{TempId, Uid};
+use crate::bluetrace::{EncounterRecord, TempId, Uid};
 use crate::crypto::{Aem, Enin, Rpi};
 use crate::export::{DiagnosisKey, ReportType};
 use crate::matching::SightingHeader;
@@ -229,11 +229,19 @@ CREATE TABLE contact_result (
 CREATE INDEX contact_result_query ON contact_result(query);
 ";
 
-/// Version 3: what placed the case at the venue in each identified contact, as the SQLite
-/// store's version 3.
+/// Version 3: encounter lists, as the SQLite store's version 3 (contact basis, registered
+/// cases' encounter lists).
 const MIGRATION_3: &str = "
 ALTER TABLE contact_result ADD COLUMN basis text NOT NULL DEFAULT 'read'
   CHECK (basis IN ('read', 'encounter', 'both'));
+CREATE TABLE bluetrace_case_encounter (
+  case_uid bytea NOT NULL REFERENCES bluetrace_case(uid) ON DELETE CASCADE,
+  at_s bigint NOT NULL,
+  tempid bytea NOT NULL CHECK (octet_length(tempid) = 61),
+  org text NOT NULL
+);
+CREATE INDEX bluetrace_case_encounter_at ON bluetrace_case_encounter(at_s);
+CREATE INDEX bluetrace_case_encounter_case ON bluetrace_case_encounter(case_uid);
 ";
 
 /// `MIGRATIONS[i]` takes a store from version `i` to `i + 1`.
@@ -1332,6 +1340,93 @@ impl Store for PgStore {
             .collect())
     }
 
+    fn set_case_encounters(
+        &mut self,
+        uid: &Uid,
+        records: &[EncounterRecord],
+    ) -> Result<(), StoreError> {
+        let err = self.err("store case encounters");
+        let mut client = self.client()?;
+        let mut tx = client.transaction().map_err(&err)?;
+        let uid_bytes = &uid.as_bytes()[..];
+        // Locks the case's row: a concurrent remove waits, then cascades to what is written.
+        let exists = tx
+            .query_opt(
+                "SELECT 1 FROM bluetrace_case WHERE uid = $1 FOR UPDATE",
+                &[&uid_bytes],
+            )
+            .map_err(&err)?
+            .is_some();
+        if !exists {
+            return Err(StoreError::Registry(format!(
+                "no registered case {}",
+                uid.to_base64()
+            )));
+        }
+        tx.execute(
+            "DELETE FROM bluetrace_case_encounter WHERE case_uid = $1",
+            &[&uid_bytes],
+        )
+        .map_err(&err)?;
+        // One statement for the whole list: arrays unnested server-side.
+        let at: Vec<i64> = records.iter().map(|r| r.at_s).collect();
+        let tempids: Vec<&[u8]> = records.iter().map(|r| &r.tempid.as_bytes()[..]).collect();
+        let orgs: Vec<&str> = records.iter().map(|r| r.org.as_str()).collect();
+        tx.execute(
+            "INSERT INTO bluetrace_case_encounter(case_uid, at_s, tempid, org)
+             SELECT $1, * FROM unnest($2::bigint[], $3::bytea[], $4::text[])",
+            &[&uid_bytes, &at, &tempids, &orgs],
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)
+    }
+
+    fn read_case_encounters(
+        &self,
+        from_s: i64,
+        to_s: i64,
+        f: &mut dyn FnMut(&Uid, EncounterRecord),
+    ) -> Result<u64, StoreError> {
+        let rows = self
+            .client()?
+            .query(
+                "SELECT case_uid, at_s, tempid, org FROM bluetrace_case_encounter
+                 WHERE at_s >= $1 AND at_s < $2",
+                &[&from_s, &to_s],
+            )
+            .map_err(self.err("read case encounters"))?;
+        let mut n = 0;
+        for r in &rows {
+            // The schema's checks hold the lengths; a row that broke them is skipped.
+            if let Some(tempid) = TempId::from_slice(r.get(2)) {
+                n += 1;
+                f(
+                    &Uid::from_bytes(array(r.get(0))),
+                    EncounterRecord {
+                        at_s: r.get(1),
+                        tempid,
+                        org: r.get(3),
+                    },
+                );
+            }
+        }
+        Ok(n)
+    }
+
+    fn case_encounter_counts(&self) -> Result<std::collections::HashMap<Uid, u64>, StoreError> {
+        let rows = self
+            .client()?
+            .query(
+                "SELECT case_uid, count(*) FROM bluetrace_case_encounter GROUP BY case_uid",
+                &[],
+            )
+            .map_err(self.err("count case encounters"))?;
+        Ok(rows
+            .iter()
+            .map(|r| (Uid::from_bytes(array(r.get(0))), r.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
     fn replace_bluetrace_hours_between(
         &mut self,
         from_s: i64,
@@ -1426,7 +1521,8 @@ impl Store for PgStore {
             .query_one(
                 "SELECT (SELECT count(*) FROM tempid_sighting), (SELECT count(*) FROM bluetrace_case),
                    (SELECT count(*) FROM bluetrace_hour), (SELECT count(*) FROM contact_query),
-                   (SELECT count(*) FROM contact_result)",
+                   (SELECT count(*) FROM contact_result),
+                   (SELECT count(*) FROM bluetrace_case_encounter)",
                 &[],
             )
             .map(|r| BluetraceCounts {
@@ -1435,6 +1531,7 @@ impl Store for PgStore {
                 hours: r.get::<_, i64>(2) as u64,
                 contact_queries: r.get::<_, i64>(3) as u64,
                 contact_results: r.get::<_, i64>(4) as u64,
+                case_encounters: r.get::<_, i64>(5) as u64,
             })
             .map_err(self.err("count BlueTrace rows"))
     }

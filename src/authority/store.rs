@@ -16,7 +16,7 @@
 
 use crate::aggregate::{Counters, MinuteRssi};
 use crate::batch::Batch;
-use crate::bluetrace::{TempId, Uid};
+use crate::bluetrace::{EncounterRecord, TempId, Uid};
 use crate::crypto::{Aem, Enin, Rpi};
 use crate::export::{DiagnosisKey, ReportType};
 use crate::matching::SightingHeader;
@@ -182,11 +182,21 @@ CREATE TABLE contact_result (
 CREATE INDEX contact_result_query ON contact_result(query);
 ";
 
-/// Version 3: what placed the case at the venue in each identified contact (its own TempIDs
-/// read, its uploaded encounter list, or both); earlier results rest on reads.
+/// Version 3: encounter lists. What placed the case at the venue in each identified contact
+/// (its own TempIDs read, its uploaded encounter list, or both; earlier results rest on
+/// reads), and registered cases' encounter lists (the other phones' TempIDs as uploaded,
+/// encrypted; gone with the case).
 const MIGRATION_3: &str = "
 ALTER TABLE contact_result ADD COLUMN basis TEXT NOT NULL DEFAULT 'read'
   CHECK (basis IN ('read', 'encounter', 'both'));
+CREATE TABLE bluetrace_case_encounter (
+  case_uid BLOB NOT NULL REFERENCES bluetrace_case(uid) ON DELETE CASCADE,
+  at_s INTEGER NOT NULL,
+  tempid BLOB NOT NULL CHECK (length(tempid) = 61),
+  org TEXT NOT NULL
+) STRICT;
+CREATE INDEX bluetrace_case_encounter_at ON bluetrace_case_encounter(at_s);
+CREATE INDEX bluetrace_case_encounter_case ON bluetrace_case_encounter(case_uid);
 ";
 
 /// `MIGRATIONS[i]` takes a store from version `i + 1` to `i + 2`.
@@ -566,6 +576,27 @@ pub trait Store {
 
     /// Registered cases, by the start of their period.
     fn cases(&self) -> Result<Vec<BluetraceCase>, StoreError>;
+
+    /// Replaces the encounter list of the registered case `uid` with `records` (kept as
+    /// uploaded: the TempIDs encrypted; decided each time they are used). An error if there is
+    /// no such case.
+    fn set_case_encounters(
+        &mut self,
+        uid: &Uid,
+        records: &[EncounterRecord],
+    ) -> Result<(), StoreError>;
+
+    /// Calls `f` with each registered case's encounter record timed in `[from_s, to_s)`;
+    /// returns how many.
+    fn read_case_encounters(
+        &self,
+        from_s: i64,
+        to_s: i64,
+        f: &mut dyn FnMut(&Uid, EncounterRecord),
+    ) -> Result<u64, StoreError>;
+
+    /// Encounter records stored per registered case (cases without any are absent).
+    fn case_encounter_counts(&self) -> Result<std::collections::HashMap<Uid, u64>, StoreError>;
 
     /// Replaces every BlueTrace venue-hour (one transaction).
     fn replace_bluetrace_hours(&mut self, hours: &[VenueHour]) -> Result<(), StoreError> {
@@ -1628,6 +1659,108 @@ impl Store for SqliteStore {
         .map_err(self.err("list cases"))
     }
 
+    fn set_case_encounters(
+        &mut self,
+        uid: &Uid,
+        records: &[EncounterRecord],
+    ) -> Result<(), StoreError> {
+        let err = self.err("store case encounters");
+        let tx = self.conn.transaction().map_err(&err)?;
+        let exists = tx
+            .query_row(
+                "SELECT 1 FROM bluetrace_case WHERE uid = ?1",
+                [&uid.as_bytes()[..]],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(&err)?
+            .is_some();
+        if !exists {
+            return Err(StoreError::Registry(format!(
+                "no registered case {}",
+                uid.to_base64()
+            )));
+        }
+        tx.execute(
+            "DELETE FROM bluetrace_case_encounter WHERE case_uid = ?1",
+            [&uid.as_bytes()[..]],
+        )
+        .map_err(&err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO bluetrace_case_encounter(case_uid, at_s, tempid, org)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(&err)?;
+            for r in records {
+                stmt.execute(params![
+                    &uid.as_bytes()[..],
+                    r.at_s,
+                    &r.tempid.as_bytes()[..],
+                    r.org
+                ])
+                .map_err(&err)?;
+            }
+        }
+        tx.commit().map_err(&err)
+    }
+
+    fn read_case_encounters(
+        &self,
+        from_s: i64,
+        to_s: i64,
+        f: &mut dyn FnMut(&Uid, EncounterRecord),
+    ) -> Result<u64, StoreError> {
+        let err = self.err("read case encounters");
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT case_uid, at_s, tempid, org FROM bluetrace_case_encounter
+                 WHERE at_s >= ?1 AND at_s < ?2",
+            )
+            .map_err(&err)?;
+        let mut rows = stmt.query([from_s, to_s]).map_err(&err)?;
+        let mut n = 0;
+        while let Some(r) = rows.next().map_err(&err)? {
+            let uid = <[u8; crate::bluetrace::UID_LEN]>::try_from(blob(r, 0).map_err(&err)?);
+            let tempid = TempId::from_slice(blob(r, 2).map_err(&err)?);
+            // The schema's checks hold the lengths; a row that broke them is skipped.
+            if let (Ok(uid), Some(tempid)) = (uid, tempid) {
+                n += 1;
+                f(
+                    &Uid::from_bytes(uid),
+                    EncounterRecord {
+                        at_s: r.get(1).map_err(&err)?,
+                        tempid,
+                        org: r.get(3).map_err(&err)?,
+                    },
+                );
+            }
+        }
+        Ok(n)
+    }
+
+    fn case_encounter_counts(&self) -> Result<std::collections::HashMap<Uid, u64>, StoreError> {
+        let err = self.err("count case encounters");
+        let mut stmt = self
+            .conn
+            .prepare("SELECT case_uid, count(*) FROM bluetrace_case_encounter GROUP BY case_uid")
+            .map_err(&err)?;
+        let mut rows = stmt.query([]).map_err(&err)?;
+        let mut counts = std::collections::HashMap::new();
+        while let Some(r) = rows.next().map_err(&err)? {
+            if let Ok(uid) = <[u8; crate::bluetrace::UID_LEN]>::try_from(blob(r, 0).map_err(&err)?)
+            {
+                counts.insert(
+                    Uid::from_bytes(uid),
+                    r.get::<_, i64>(1).map_err(&err)? as u64,
+                );
+            }
+        }
+        Ok(counts)
+    }
+
     fn replace_bluetrace_hours_between(
         &mut self,
         from_s: i64,
@@ -1712,7 +1845,8 @@ impl Store for SqliteStore {
             .query_row(
                 "SELECT (SELECT count(*) FROM tempid_sighting), (SELECT count(*) FROM bluetrace_case),
                    (SELECT count(*) FROM bluetrace_hour), (SELECT count(*) FROM contact_query),
-                   (SELECT count(*) FROM contact_result)",
+                   (SELECT count(*) FROM contact_result),
+                   (SELECT count(*) FROM bluetrace_case_encounter)",
                 [],
                 |r| {
                     Ok(BluetraceCounts {
@@ -1721,6 +1855,7 @@ impl Store for SqliteStore {
                         hours: r.get::<_, i64>(2)? as u64,
                         contact_queries: r.get::<_, i64>(3)? as u64,
                         contact_results: r.get::<_, i64>(4)? as u64,
+                        case_encounters: r.get::<_, i64>(5)? as u64,
                     })
                 },
             )
@@ -1866,6 +2001,8 @@ pub struct BluetraceCounts {
     pub contact_queries: u64,
     /// Their results.
     pub contact_results: u64,
+    /// Encounter records of registered cases.
+    pub case_encounters: u64,
 }
 
 /// Filter of an exposure query.
