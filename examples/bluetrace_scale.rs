@@ -3,8 +3,8 @@
 //! recompute of the venue-hours ([`recompute_hours`], what `match`, `bluetrace cases
 //! add|remove` and the daemon do) and one `bluetrace contacts` computation
 //! ([`load_presences`] + [`Presences::contacts`]), then the same case with an uploaded
-//! encounter list (parsed, decided, placed: [`Presences::case_contacts`]), and prints the peak
-//! RSS.
+//! encounter list (parsed, decided, placed: [`Presences::case_contacts`]) and the recompute
+//! once that list is stored with the case, and prints the peak RSS.
 //!
 //! The scenario (every number is a flag): `--days` days (default 21, the retention) at
 //! `--venues` venues (200) open 06:00–22:00 UTC, one gateway each; `--phones` BlueTrace phones
@@ -279,36 +279,41 @@ fn main() {
     );
     // The same case with its encounter list.
     let (from_min, to_min) = (case.from_s / 60, case.to_s / 60);
-    let mut records = Vec::new();
+    // (phone, second) of each record, then the upload's text written record by record (a JSON
+    // tree of it would dwarf what is measured).
     let mut by_venue: BTreeMap<u32, Vec<&(u32, u32, i64, i64)>> = BTreeMap::new();
     for v in &visits {
         by_venue.entry(v.1).or_default().push(v);
     }
-    let record = |phone: u32, second: i64| {
-        serde_json::json!({
-            "timestamp": second * 1000,
-            "msg": tempid_at(&key, phone, second / 60).to_base64(),
-            "org": "MAR", "modelC": "SM-A125F", "modelP": "Redmi Note 8", "rssi": -70,
-            "txPower": 7, "v": 2,
-        })
-    };
+    let mut met: Vec<(u32, i64)> = Vec::new();
     for own in visits
         .iter()
         .filter(|v| v.0 == visitors[0] && v.2 >= from_min && v.3 <= to_min)
     {
         for other in by_venue[&own.1].iter().filter(|o| o.0 != own.0) {
             for minute in own.2.max(other.2)..own.3.min(other.3) {
-                records.push(record(other.0, minute * 60 + 30));
+                met.push((other.0, minute * 60 + 30));
             }
         }
     }
-    let co_present = records.len();
+    let co_present = met.len();
     for _ in 0..a.encounters {
-        let phone = rng.random_range(0..a.phones);
-        records.push(record(phone, rng.random_range(case.from_s..case.to_s)));
+        met.push((
+            rng.random_range(0..a.phones),
+            rng.random_range(case.from_s..case.to_s),
+        ));
     }
-    let upload = serde_json::json!({"token": "t", "records": records, "events": []}).to_string();
-    drop(records);
+    let mut upload = String::from("{\"token\":\"t\",\"events\":[],\"records\":[");
+    for (i, (phone, second)) in met.iter().enumerate() {
+        upload.push_str(if i == 0 { "" } else { "," });
+        upload.push_str(&format!(
+            "{{\"timestamp\":{},\"msg\":\"{}\",\"org\":\"MAR\",\"modelC\":\"SM-A125F\",\
+             \"modelP\":\"Redmi Note 8\",\"rssi\":-70,\"txPower\":7,\"v\":2}}",
+            second * 1000,
+            tempid_at(&key, *phone, second / 60).to_base64()
+        ));
+    }
+    upload.push_str("]}");
     let started = Instant::now();
     let list = parse_encounter_list(upload.as_bytes()).expect("parses");
     let parse_s = started.elapsed().as_secs_f64();
@@ -335,6 +340,23 @@ fn main() {
         place_s * 1e3,
         with_list.len(),
         contacts.len(),
+        peak_rss_mib()
+    );
+    // The venue-hours again, that case registered with its list.
+    let started = Instant::now();
+    store
+        .set_case_encounters(&case.uid, &list.records)
+        .expect("store the list");
+    let stored_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let summary = recompute_hours(&mut store, &settings).expect("recompute");
+    let recompute_s = started.elapsed().as_secs_f64();
+    println!(
+        "that list stored with its case in {stored_s:.2} s; recompute_hours then: {} venue-hours \
+         ({} encounters used, {} placed) in {recompute_s:.2} s; peak RSS {} MiB",
+        summary.venue_hours,
+        summary.encounters.decided.used,
+        summary.encounters.placed,
         peak_rss_mib()
     );
     let db_bytes = std::fs::metadata(&a.db).map_or(0, |m| m.len());
