@@ -970,10 +970,11 @@ fn henry_upload(bt: &Bt) -> (PathBuf, Vec<u8>) {
 /// it: henry, never read, is a case in the souk's and the bus station's 10:00 hours, with the
 /// people met there as contacts. `cases add` keeps the records within the period (encrypted,
 /// as uploaded) and says so; `match` counts how they were decided; `cases list` shows how many
-/// a case has; a list for several UIDs is a usage error; removing the case removes its list.
+/// a case has; `bluetrace contacts` uses the stored list when given no file; a list for several
+/// UIDs is a usage error; removing the case removes its list.
 #[test]
 fn case_encounter_list_counts_in_venue_hours() {
-    let bt = Bt::new(false, "bt-audit.jsonl");
+    let bt = Bt::new(true, "bt-audit.jsonl");
     let p = people();
     let (file, _) = henry_upload(&bt);
     let path = file.to_str().expect("UTF-8");
@@ -1031,6 +1032,27 @@ fn case_encounter_list_counts_in_venue_hours() {
         bt.ok(&["match"])
             .contains("cases' encounter records: 3 used")
     );
+
+    // `bluetrace contacts` without a file uses the stored list, and says so.
+    let out = bt.run(
+        &contacts_args(&p.uid["henry"], &["--format", "json"]),
+        &[("USER", "nadia")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(rows.as_array().expect("array").len(), 3);
+    assert!(
+        stderr(&out).contains(
+            "note: the case's stored encounter list: 6 records in the period; 3 used, 2 placed"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let audit = std::fs::read_to_string(bt.dir.path().join("bt-audit.jsonl")).expect("audit");
+    let line: Value = serde_json::from_str(audit.lines().last().expect("a line")).expect("JSON");
+    assert_eq!(line["encounters"]["stored"], true);
+    assert_eq!(line["encounters"]["records"], 6);
+    assert_eq!(line["encounters"]["placed"], 2);
 
     let out = add(&[&p.uid["henry"], &p.uid["case"]]);
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));

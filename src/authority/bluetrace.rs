@@ -696,12 +696,20 @@ pub fn contacts(
         .as_deref()
         .map(read_encounters)
         .transpose()?;
-    let (met, mut met_outcomes) = match &encounters {
-        Some(file) => {
-            presence::decide_encounters(&file.list.records, &case, &b.tempid_keys(), &settings)
-        }
-        None => (Vec::new(), EncounterOutcomes::default()),
-    };
+    // Without a file, the list stored with the case (`cases add --encounters`), if any.
+    let mut stored = Vec::new();
+    if encounters.is_none() {
+        store.read_case_encounters(request.from_s, request.to_s, &mut |uid, r| {
+            if *uid == request.uid {
+                stored.push(r);
+            }
+        })?;
+    }
+    let records = encounters
+        .as_ref()
+        .map_or(&stored, |file| &file.list.records);
+    let (met, mut met_outcomes) =
+        presence::decide_encounters(records, &case, &b.tempid_keys(), &settings);
     let (presences, sightings) = load_presences(store, &[case], b)?;
     let (found, placed) = presences.case_contacts(&case, &met, &settings);
     met_outcomes.placed = placed;
@@ -718,13 +726,20 @@ pub fn contacts(
         "results": found.len(),
         "database": database.to_string(),
     });
-    if let Some(file) = &encounters {
-        let mut summary = serde_json::json!({
+    // Which list was used (the file and its digest, or the stored one) and what came of it.
+    let source = match &encounters {
+        Some(file) => Some(serde_json::json!({
             "file": file.path.display().to_string(),
             "sha256": file.sha256,
             "records": file.list.records.len() as u64 + file.list.malformed,
             "malformed": file.list.malformed,
-        });
+        })),
+        None if !stored.is_empty() => {
+            Some(serde_json::json!({ "stored": true, "records": stored.len() }))
+        }
+        None => None,
+    };
+    if let Some(mut summary) = source {
         if let (Some(summary), serde_json::Value::Object(outcomes)) = (
             summary.as_object_mut(),
             serde_json::to_value(met_outcomes).unwrap_or_default(),
@@ -775,6 +790,20 @@ pub fn contacts(
             file.list.records.len() as u64 + file.list.malformed,
             file.list.malformed,
             m.outside_period,
+            m.decided.used,
+            m.placed,
+            m.decided.undecryptable,
+            m.decided.wrong_org,
+            m.decided.replays,
+        );
+    } else if !stored.is_empty() {
+        let m = &met_outcomes;
+        let _ = writeln!(
+            notes,
+            "note: the case's stored encounter list: {} records in the period; {} used, {} placed \
+             the case at a venue; not used: {} undecryptable, {} of other organisations, {} \
+             replays (recorded outside their validity)",
+            stored.len(),
             m.decided.used,
             m.placed,
             m.decided.undecryptable,
