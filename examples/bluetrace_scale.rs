@@ -342,7 +342,9 @@ fn main() {
         contacts.len(),
         peak_rss_mib()
     );
-    // The venue-hours again, that case registered with its list.
+    // The venue-hours again, that case registered with its list (the reads above released
+    // first: the recompute reads its own).
+    drop(presences);
     let started = Instant::now();
     store
         .set_case_encounters(&case.uid, &list.records)
