@@ -172,6 +172,21 @@ pub struct Outcomes {
     pub replays: u64,
 }
 
+impl std::ops::AddAssign for Outcomes {
+    fn add_assign(&mut self, other: Outcomes) {
+        let Outcomes {
+            used,
+            undecryptable,
+            wrong_org,
+            replays,
+        } = other;
+        self.used += used;
+        self.undecryptable += undecryptable;
+        self.wrong_org += wrong_org;
+        self.replays += replays;
+    }
+}
+
 impl Outcomes {
     /// Sightings not used.
     pub fn not_used(&self) -> u64 {

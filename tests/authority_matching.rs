@@ -569,10 +569,12 @@ fn span_scenario(seed: u64) {
 }
 
 /// A case placed by its encounter list can be changed by a read farther away than a read
-/// case: a late batch (10:39) extends uid 5's presence back from 10:52 to 10:37, which now
-/// holds the case's encounter with uid 5 at 10:50; with its encounter with uid 6 at 11:05 the
-/// case's presence bridges to 10:48–11:08, meeting uid 7 (read at 11:00) in the 11:00 hour.
-/// The daemon's span recompute counts that hour as a full recompute does.
+/// case's: a late batch (10:20) extends uid 5's presence from 10:03–10:08 to 10:03–10:23,
+/// which now holds the case's encounter with uid 5 at 10:10; with its encounter with uid 6 at
+/// 09:55 the case's presence bridges to 09:53–10:13, meeting uid 7 (read at 10:00) in the
+/// 09:00 hour too — 25 minutes before the batch's window, farther than `gap + margin` (17).
+/// The daemon's span recompute (padded twice that) counts the 09:00 hour as a full recompute
+/// does.
 #[test]
 fn daemon_recompute_reaches_hours_an_encounter_bridges() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -585,8 +587,8 @@ fn daemon_recompute_reaches_hours_an_encounter_bridges() {
     let day_s = i64::from(DAY_ENIN) * 600;
     let at = |hour: i64, minute: i64| day_s + hour * 3600 + minute * 60;
     let ten = DAY_ENIN + 60;
-    store_tempids(&mut *store, &key, ten + 5, &[(5, 4..5)], 1); // uid 5 at 10:54
-    store_tempids(&mut *store, &key, ten + 6, &[(6, 5..6), (7, 0..1)], 2); // 11:05, 11:00
+    store_tempids(&mut *store, &key, ten - 1, &[(6, 5..6)], 1); // uid 6 at 09:55
+    store_tempids(&mut *store, &key, ten, &[(5, 5..6), (7, 0..1)], 2); // 10:05, 10:00
     let companion = Uid::from_bytes([61; 21]);
     store
         .upsert_case(&BluetraceCase {
@@ -608,21 +610,21 @@ fn daemon_recompute_reaches_hours_an_encounter_bridges() {
         org: "MAR".into(),
     };
     store
-        .set_case_encounters(&companion, &[met(5, at(10, 50)), met(6, at(11, 5) + 30)])
+        .set_case_encounters(&companion, &[met(6, at(9, 55) + 30), met(5, at(10, 10))])
         .expect("encounters");
     let mut watch = HoursWatch::new();
     watch.after_batches(&mut *store, &settings).expect("first");
-    // Before: the case only at 11:03-11:08, with uid 6.
-    assert_eq!(bt_hours(&*store), [(at(11, 0), 1, 1)]);
+    // Before: the case only at 09:53-09:58, with uid 6.
+    assert_eq!(bt_hours(&*store), [(at(9, 0), 1, 1)]);
 
-    store_tempids(&mut *store, &key, ten + 3, &[(5, 9..10)], 3); // uid 5 at 10:39
+    store_tempids(&mut *store, &key, ten + 2, &[(5, 0..1)], 3); // uid 5 at 10:20
     let span = watch
         .after_batches(&mut *store, &settings)
         .expect("watch")
         .expect("recomputed");
     assert_eq!(span.encounters.placed, 2);
     let watched = bt_hours(&*store);
-    assert_eq!(watched, [(at(10, 0), 1, 2), (at(11, 0), 1, 2)]);
+    assert_eq!(watched, [(at(9, 0), 1, 2), (at(10, 0), 1, 2)]);
     recompute_hours(&mut *store, &settings).expect("full");
     assert_eq!(bt_hours(&*store), watched);
 }

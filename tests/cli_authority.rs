@@ -970,8 +970,9 @@ fn henry_upload(bt: &Bt) -> (PathBuf, Vec<u8>) {
 /// it: henry, never read, is a case in the souk's and the bus station's 10:00 hours, with the
 /// people met there as contacts. `cases add` keeps the records within the period (encrypted,
 /// as uploaded) and says so; `match` counts how they were decided; `cases list` shows how many
-/// a case has; `bluetrace contacts` uses the stored list when given no file; a list for several
-/// UIDs is a usage error; removing the case removes its list.
+/// a case has; `bluetrace contacts` uses the stored list when given no file; a narrower period
+/// trims the list; a list for several UIDs is a usage error; removing the case removes its
+/// list.
 #[test]
 fn case_encounter_list_counts_in_venue_hours() {
     let bt = Bt::new(true, "bt-audit.jsonl");
@@ -1053,6 +1054,27 @@ fn case_encounter_list_counts_in_venue_hours() {
     assert_eq!(line["encounters"]["stored"], true);
     assert_eq!(line["encounters"]["records"], 6);
     assert_eq!(line["encounters"]["placed"], 2);
+
+    // A narrower period keeps only the list's records within it.
+    let said = bt.ok(&[
+        "bluetrace",
+        "cases",
+        "add",
+        &p.uid["henry"],
+        "--from",
+        "2026-11-29T10:20",
+        "--to",
+        "2026-11-29T12:00",
+    ]);
+    assert!(
+        said.contains(&format!(
+            "encounter list of {}: 1 records outside the new period dropped, 5 kept",
+            p.uid["henry"]
+        )),
+        "{said}"
+    );
+    let listed = bt.json(&["bluetrace", "cases", "list", "--format", "json"]);
+    assert_eq!(listed[0]["encounters"], 5);
 
     let out = add(&[&p.uid["henry"], &p.uid["case"]]);
     assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
@@ -1230,12 +1252,26 @@ fn contacts_refused_when_audit_log_unwritable() {
 }
 
 /// Retention: a purge removes the TempID sightings of windows before the cutoff (with their
-/// batches) and the BlueTrace venue-hours before it, and the cases and contact queries (with
-/// their results) whose period ended by then; what is younger stays.
+/// batches), the BlueTrace venue-hours before it, the cases' encounter records before it, and
+/// the cases (with their lists) and contact queries (with their results) whose period ended by
+/// then; what is younger stays.
 #[test]
 fn retention_purge_removes_bluetrace_data() {
     let bt = Bt::new(true, "bluetrace-audit.jsonl");
     bt.add_case();
+    let (file, _) = henry_upload(&bt);
+    bt.ok(&[
+        "bluetrace",
+        "cases",
+        "add",
+        &people().uid["henry"],
+        "--from",
+        "2026-11-29T09:00",
+        "--to",
+        "2026-11-29T12:00",
+        "--encounters",
+        file.to_str().expect("UTF-8"),
+    ]);
     bt.ok(&contacts_args(&people().uid["case"], &[]));
     let mut store = bt.store.open();
     let before = store.bluetrace_counts().expect("counts");
@@ -1245,21 +1281,23 @@ fn retention_purge_removes_bluetrace_data() {
             before.cases,
             before.hours,
             before.contact_queries,
-            before.contact_results
+            before.contact_results,
+            before.case_encounters
         ),
-        (14, 1, 1, 1, 1)
+        (14, 2, 2, 1, 1, 6)
     );
 
-    // 10:15: the 09:40, 09:50 and 10:00 windows and the 10:00 hour go; the case and the query
-    // (until 12:00) stay.
+    // 10:15: the 09:40, 09:50 and 10:00 windows and the 10:00 hours go; the cases, their
+    // lists (10:15:20 and later) and the query (until 12:00) stay.
     let purged = store.purge(at(10, 15), at(10, 15)).expect("purge");
     assert_eq!(
         (
             purged.tempid_sightings,
             purged.bluetrace_cases,
-            purged.contact_queries
+            purged.contact_queries,
+            purged.case_encounters
         ),
-        (3, 0, 0)
+        (3, 0, 0, 0)
     );
     let mid = store.bluetrace_counts().expect("counts");
     assert_eq!(
@@ -1267,12 +1305,17 @@ fn retention_purge_removes_bluetrace_data() {
             mid.tempid_sightings,
             mid.cases,
             mid.hours,
-            mid.contact_queries
+            mid.contact_queries,
+            mid.case_encounters
         ),
-        (11, 1, 0, 1)
+        (11, 2, 0, 1, 6)
     );
+    // 10:20: the 10:10 window (the case at the souk, frank at the bus station) and henry's
+    // encounter with frank at 10:15:20.
+    let purged = store.purge(at(10, 20), at(10, 20)).expect("purge");
+    assert_eq!((purged.tempid_sightings, purged.case_encounters), (2, 1));
 
-    // 13:00: everything.
+    // 13:00: everything (henry's other records go with his case).
     let purged = store.purge(at(13, 0), at(13, 0)).expect("purge");
     assert_eq!(
         (
@@ -1280,7 +1323,7 @@ fn retention_purge_removes_bluetrace_data() {
             purged.bluetrace_cases,
             purged.contact_queries
         ),
-        (11, 1, 1)
+        (9, 2, 1)
     );
     assert_eq!(
         store.bluetrace_counts().expect("counts"),
@@ -1349,6 +1392,7 @@ fn migration_from_version_1() {
         "bluetrace_hour",
         "contact_query",
         "contact_result",
+        "bluetrace_case_encounter",
     ] {
         let n: i64 = conn
             .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))

@@ -191,7 +191,7 @@ fn load_case_encounters(
         return Ok(HashMap::new());
     };
     let mut records: HashMap<Uid, Vec<EncounterRecord>> = HashMap::new();
-    store.read_case_encounters(from_s, to_s, &mut |uid, record| {
+    store.read_case_encounters(from_s, to_s, None, &mut |uid, record| {
         records.entry(*uid).or_default().push(record);
     })?;
     let (keys, settings) = (b.tempid_keys(), presence_settings(b));
@@ -199,10 +199,7 @@ fn load_case_encounters(
     for case in cases {
         if let Some(list) = records.get(&case.uid) {
             let (used, decided) = presence::decide_encounters(list, case, &keys, &settings);
-            outcomes.decided.used += decided.decided.used;
-            outcomes.decided.undecryptable += decided.decided.undecryptable;
-            outcomes.decided.wrong_org += decided.decided.wrong_org;
-            outcomes.decided.replays += decided.decided.replays;
+            outcomes.decided += decided.decided;
             met.insert(case.uid, used);
         }
     }
@@ -403,9 +400,8 @@ impl HoursWatch {
             (true, Some(&first_window), Some(&last_window)) if !first => {
                 // A read changes its UID's presences up to `gap + margin` away; a case's
                 // encounter within such a presence places the case, whose own presences (and
-                // hours) then change up to `gap + margin` further. (The hour allowed for the
-                // window's length covers that too for windows as gateways close them; the
-                // doubled pad does not lean on it.)
+                // hours) then change up to `gap + margin` further — before the window too,
+                // where no allowance for the window's length helps.
                 let pad = 2 * i64::from(b.presence_gap_minutes + b.presence_margin_minutes) * 60;
                 Some(recompute_hours_between(
                     store,
@@ -482,6 +478,26 @@ pub fn cases_add(
             local(from_s, tz),
             local(to_s, tz),
         ));
+    }
+    if encounters.is_none() {
+        // A changed period: a stored list keeps only its records within the new one.
+        for uid in uids {
+            let mut stored = Vec::new();
+            store
+                .read_case_encounters(i64::MIN, i64::MAX, Some(uid), &mut |_, r| stored.push(r))?;
+            let all = stored.len();
+            stored.retain(|r| (from_s..to_s).contains(&r.at_s));
+            if stored.len() < all {
+                store.set_case_encounters(uid, &stored)?;
+                lines.push_str(&format!(
+                    "encounter list of {}: {} records outside the new period dropped, {} kept \
+                     (--encounters FILE again restores a wider period's)\n",
+                    uid.to_base64(),
+                    all - stored.len(),
+                    stored.len(),
+                ));
+            }
+        }
     }
     if let (Some(file), [uid]) = (&encounters, uids) {
         let kept: Vec<EncounterRecord> = file
@@ -699,11 +715,12 @@ pub fn contacts(
     // Without a file, the list stored with the case (`cases add --encounters`), if any.
     let mut stored = Vec::new();
     if encounters.is_none() {
-        store.read_case_encounters(request.from_s, request.to_s, &mut |uid, r| {
-            if *uid == request.uid {
-                stored.push(r);
-            }
-        })?;
+        store.read_case_encounters(
+            request.from_s,
+            request.to_s,
+            Some(&request.uid),
+            &mut |_, r| stored.push(r),
+        )?;
     }
     let records = encounters
         .as_ref()

@@ -153,8 +153,9 @@ pub enum CasesCommand {
         #[arg(long)]
         label: Option<String>,
         /// The case's uploaded encounter list (with one UID only; the JSON its phone
-        /// uploaded): kept, encrypted, with the case, so its venue-hours count also where the
-        /// phones it met were read. Replaces a list stored before.
+        /// uploaded): its records within the period kept, encrypted, with the case, so its
+        /// venue-hours count also where the phones it met were read. Replaces a list stored
+        /// before; without it a stored list keeps its records within the (new) period.
         #[arg(long, value_name = "FILE")]
         encounters: Option<PathBuf>,
         /// Store and configuration.
@@ -199,7 +200,8 @@ pub struct ContactsArgs {
     pub operator: Option<String>,
     /// The case's uploaded encounter list (the JSON its phone uploaded: a "records" array of
     /// timestamp, msg and org): places the case where the phones it met were read, even where
-    /// its own TempIDs were not.
+    /// its own TempIDs were not. Without it, the list stored with a registered case (`cases add
+    /// --encounters`) is used, if any.
     #[arg(long, value_name = "FILE")]
     pub encounters: Option<PathBuf>,
     /// Output format.

@@ -241,7 +241,7 @@ CREATE TABLE bluetrace_case_encounter (
   org text NOT NULL
 );
 CREATE INDEX bluetrace_case_encounter_at ON bluetrace_case_encounter(at_s);
-CREATE INDEX bluetrace_case_encounter_case ON bluetrace_case_encounter(case_uid);
+CREATE INDEX bluetrace_case_encounter_case ON bluetrace_case_encounter(case_uid, at_s);
 ";
 
 /// `MIGRATIONS[i]` takes a store from version `i` to `i + 1`.
@@ -1092,6 +1092,13 @@ impl Store for PgStore {
                 &[&sightings_before_s],
             )
             .map_err(err("purge BlueTrace cases"))?;
+        // Other people's TempIDs in a case's list go with the sightings of their time.
+        let case_encounters = tx
+            .execute(
+                "DELETE FROM bluetrace_case_encounter WHERE at_s < $1",
+                &[&sightings_before_s],
+            )
+            .map_err(err("purge case encounters"))?;
         tx.commit().map_err(err("commit purge"))?;
         Ok(Purged {
             batches,
@@ -1100,6 +1107,7 @@ impl Store for PgStore {
             keys,
             bluetrace_cases,
             contact_queries,
+            case_encounters,
         })
     }
 
@@ -1385,14 +1393,16 @@ impl Store for PgStore {
         &self,
         from_s: i64,
         to_s: i64,
+        case: Option<&Uid>,
         f: &mut dyn FnMut(&Uid, EncounterRecord),
     ) -> Result<u64, StoreError> {
+        let case = case.map(|c| &c.as_bytes()[..]);
         let rows = self
             .client()?
             .query(
                 "SELECT case_uid, at_s, tempid, org FROM bluetrace_case_encounter
-                 WHERE at_s >= $1 AND at_s < $2",
-                &[&from_s, &to_s],
+                 WHERE at_s >= $1 AND at_s < $2 AND ($3::bytea IS NULL OR case_uid = $3)",
+                &[&from_s, &to_s, &case],
             )
             .map_err(self.err("read case encounters"))?;
         let mut n = 0;

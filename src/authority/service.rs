@@ -930,6 +930,7 @@ async fn housekeeping(
                             keys = purged.keys,
                             bluetrace_cases = purged.bluetrace_cases,
                             contact_queries = purged.contact_queries,
+                            case_encounters = purged.case_encounters,
                             "retention purge"
                         );
                     } else {

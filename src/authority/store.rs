@@ -196,7 +196,7 @@ CREATE TABLE bluetrace_case_encounter (
   org TEXT NOT NULL
 ) STRICT;
 CREATE INDEX bluetrace_case_encounter_at ON bluetrace_case_encounter(at_s);
-CREATE INDEX bluetrace_case_encounter_case ON bluetrace_case_encounter(case_uid);
+CREATE INDEX bluetrace_case_encounter_case ON bluetrace_case_encounter(case_uid, at_s);
 ";
 
 /// `MIGRATIONS[i]` takes a store from version `i + 1` to `i + 2`.
@@ -418,6 +418,9 @@ pub struct Purged {
     pub bluetrace_cases: u64,
     /// Identified-contact queries (with their results) whose period ended before the cutoff.
     pub contact_queries: u64,
+    /// Encounter records of cases older than the cutoff (those of purged cases went with them
+    /// and are not counted).
+    pub case_encounters: u64,
 }
 
 /// What the authority needs of a store, whichever database holds it: SQLite
@@ -586,12 +589,13 @@ pub trait Store {
         records: &[EncounterRecord],
     ) -> Result<(), StoreError>;
 
-    /// Calls `f` with each registered case's encounter record timed in `[from_s, to_s)`;
-    /// returns how many.
+    /// Calls `f` with each registered case's encounter record timed in `[from_s, to_s)` (only
+    /// `case`'s, if given); returns how many.
     fn read_case_encounters(
         &self,
         from_s: i64,
         to_s: i64,
+        case: Option<&Uid>,
         f: &mut dyn FnMut(&Uid, EncounterRecord),
     ) -> Result<u64, StoreError>;
 
@@ -1404,6 +1408,13 @@ impl Store for SqliteStore {
                 [sightings_before_s],
             )
             .map_err(err("purge BlueTrace cases"))? as u64;
+        // Other people's TempIDs in a case's list go with the sightings of their time.
+        let case_encounters = tx
+            .execute(
+                "DELETE FROM bluetrace_case_encounter WHERE at_s < ?1",
+                [sightings_before_s],
+            )
+            .map_err(err("purge case encounters"))? as u64;
         tx.commit().map_err(err("commit purge"))?;
         Ok(Purged {
             batches,
@@ -1412,6 +1423,7 @@ impl Store for SqliteStore {
             keys,
             bluetrace_cases,
             contact_queries,
+            case_encounters,
         })
     }
 
@@ -1665,7 +1677,12 @@ impl Store for SqliteStore {
         records: &[EncounterRecord],
     ) -> Result<(), StoreError> {
         let err = self.err("store case encounters");
-        let tx = self.conn.transaction().map_err(&err)?;
+        // Immediate: the write lock from the start, waiting (busy timeout) for a writer in
+        // flight instead of failing on a stale read snapshot.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(&err)?;
         let exists = tx
             .query_row(
                 "SELECT 1 FROM bluetrace_case WHERE uid = ?1",
@@ -1710,6 +1727,7 @@ impl Store for SqliteStore {
         &self,
         from_s: i64,
         to_s: i64,
+        case: Option<&Uid>,
         f: &mut dyn FnMut(&Uid, EncounterRecord),
     ) -> Result<u64, StoreError> {
         let err = self.err("read case encounters");
@@ -1717,10 +1735,12 @@ impl Store for SqliteStore {
             .conn
             .prepare_cached(
                 "SELECT case_uid, at_s, tempid, org FROM bluetrace_case_encounter
-                 WHERE at_s >= ?1 AND at_s < ?2",
+                 WHERE at_s >= ?1 AND at_s < ?2 AND (?3 IS NULL OR case_uid = ?3)",
             )
             .map_err(&err)?;
-        let mut rows = stmt.query([from_s, to_s]).map_err(&err)?;
+        let mut rows = stmt
+            .query(params![from_s, to_s, case.map(|c| &c.as_bytes()[..])])
+            .map_err(&err)?;
         let mut n = 0;
         while let Some(r) = rows.next().map_err(&err)? {
             let uid = <[u8; crate::bluetrace::UID_LEN]>::try_from(blob(r, 0).map_err(&err)?);
