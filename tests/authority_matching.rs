@@ -415,6 +415,36 @@ fn bt_hours(store: &dyn Store) -> Vec<(i64, u32, u32)> {
         .collect()
 }
 
+/// Registers `uid` as a case infectious all of `DAY_ENIN`'s day.
+fn all_day_case(store: &mut dyn Store, uid: Uid) {
+    let day_s = i64::from(DAY_ENIN) * 600;
+    store
+        .upsert_case(&BluetraceCase {
+            uid,
+            from_s: day_s,
+            to_s: day_s + 86_400,
+            label: None,
+            added_ms: 0,
+        })
+        .expect("case");
+}
+
+/// A case's encounter with `uid` at `at_s`: `uid`'s TempID (valid all day, as
+/// [`store_tempids`] encrypts it).
+fn met(key: &TempIdKey, uid: u8, at_s: i64) -> EncounterRecord {
+    let day_s = i64::from(DAY_ENIN) * 600;
+    EncounterRecord {
+        at_s,
+        tempid: key.encrypt(
+            &Uid::from_bytes([uid; 21]),
+            day_s as i32,
+            day_s as i32 + 86_400,
+            &[uid; 16],
+        ),
+        org: "MAR".into(),
+    }
+}
+
 /// `[bluetrace]` settings with the TempID key `[3; 32]` in a key file in `dir`, and that key.
 fn bluetrace_settings(dir: &std::path::Path) -> (BluetraceSettings, TempIdKey) {
     use base64::Engine;
@@ -496,28 +526,11 @@ fn span_scenario(seed: u64) {
     // A fifth case no gateway reads (uid 61), placed only by its encounter list: 400 records
     // of random UIDs at random seconds of the day.
     let companion = Uid::from_bytes([61; 21]);
-    store
-        .upsert_case(&BluetraceCase {
-            uid: companion,
-            from_s: day_s,
-            to_s: day_s + 86_400,
-            label: None,
-            added_ms: 0,
-        })
-        .expect("case");
+    all_day_case(&mut *store, companion);
     let records: Vec<EncounterRecord> = (0..400)
         .map(|_| {
             let uid = rng.random_range(1..=60u8);
-            EncounterRecord {
-                at_s: day_s + rng.random_range(0..86_400),
-                tempid: key.encrypt(
-                    &Uid::from_bytes([uid; 21]),
-                    day_s as i32,
-                    day_s as i32 + 86_400,
-                    &[uid; 16],
-                ),
-                org: "MAR".into(),
-            }
+            met(&key, uid, day_s + rng.random_range(0..86_400))
         })
         .collect();
     store
@@ -590,27 +603,12 @@ fn daemon_recompute_reaches_hours_an_encounter_bridges() {
     store_tempids(&mut *store, &key, ten - 1, &[(6, 5..6)], 1); // uid 6 at 09:55
     store_tempids(&mut *store, &key, ten, &[(5, 5..6), (7, 0..1)], 2); // 10:05, 10:00
     let companion = Uid::from_bytes([61; 21]);
+    all_day_case(&mut *store, companion);
     store
-        .upsert_case(&BluetraceCase {
-            uid: companion,
-            from_s: day_s,
-            to_s: day_s + 86_400,
-            label: None,
-            added_ms: 0,
-        })
-        .expect("case");
-    let met = |uid: u8, at_s: i64| EncounterRecord {
-        at_s,
-        tempid: key.encrypt(
-            &Uid::from_bytes([uid; 21]),
-            day_s as i32,
-            day_s as i32 + 86_400,
-            &[uid; 16],
-        ),
-        org: "MAR".into(),
-    };
-    store
-        .set_case_encounters(&companion, &[met(6, at(9, 55) + 30), met(5, at(10, 10))])
+        .set_case_encounters(
+            &companion,
+            &[met(&key, 6, at(9, 55) + 30), met(&key, 5, at(10, 10))],
+        )
         .expect("encounters");
     let mut watch = HoursWatch::new();
     watch.after_batches(&mut *store, &settings).expect("first");
