@@ -473,6 +473,25 @@ pub struct Contact {
     pub basis: Basis,
 }
 
+/// A case's presence at a venue: where and when it was, on what basis, with how many others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visit {
+    /// Venue number.
+    pub venue: u32,
+    /// The case's first known minute there, Unix seconds.
+    pub first_s: i64,
+    /// Its last known minute (the minute's start), Unix seconds.
+    pub last_s: i64,
+    /// The presence widened by the margin and clipped to the period: from, Unix seconds.
+    pub start_s: i64,
+    /// To (exclusive), Unix seconds.
+    pub end_s: i64,
+    /// Its own TempIDs read there, its encounters, or both.
+    pub basis: Basis,
+    /// Distinct other UIDs whose presence overlapped it.
+    pub contacts: u32,
+}
+
 /// One venue-hour of BlueTrace cases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VenueHour {
@@ -495,10 +514,25 @@ struct Overlap {
 
 /// What one case gives: its presences per venue and its contacts.
 struct CaseResult {
-    presences: Vec<(u32, Vec<Presence>)>,
+    /// Per venue, the case's presences and what each rests on.
+    presences: Vec<(u32, Vec<(Presence, Basis)>)>,
     overlaps: Vec<Overlap>,
     /// Encounters that placed the case at a venue.
     placed: u64,
+}
+
+/// What rests on `p`'s overlap with the case's presences built from its reads alone
+/// (`by_reads`) and from its encounters alone (`by_encounters`).
+fn basis_of(p: &Presence, by_reads: &[Presence], by_encounters: &[Presence]) -> Basis {
+    let meets = |ps: &[Presence]| {
+        ps.iter()
+            .any(|k| p.start_s.max(k.start_s) < p.end_s.min(k.end_s))
+    };
+    match (meets(by_reads), meets(by_encounters)) {
+        (true, true) => Basis::Both,
+        (true, false) => Basis::Read,
+        (false, _) => Basis::Encounter,
+    }
 }
 
 /// One minute the case is known to have been at a venue: (Unix minute, calibrated RSSI, from
@@ -652,15 +686,7 @@ impl Presences {
                     if segments.is_empty() {
                         continue;
                     }
-                    let meets = |ps: &[Presence]| {
-                        ps.iter()
-                            .any(|k| c.start_s.max(k.start_s) < c.end_s.min(k.end_s))
-                    };
-                    let basis = match (meets(&by_reads), meets(&by_encounters)) {
-                        (true, true) => Basis::Both,
-                        (true, false) => Basis::Read,
-                        (false, _) => Basis::Encounter,
-                    };
+                    let basis = basis_of(&c, &by_reads, &by_encounters);
                     let seconds: i64 = segments.iter().map(|(a, b)| b - a).sum();
                     result.overlaps.push(Overlap {
                         contact: Contact {
@@ -679,6 +705,13 @@ impl Presences {
                     });
                 }
             }
+            let own = own
+                .into_iter()
+                .map(|p| {
+                    let basis = basis_of(&p, &by_reads, &by_encounters);
+                    (p, basis)
+                })
+                .collect();
             result.presences.push((venue, own));
         }
         result
@@ -712,6 +745,44 @@ impl Presences {
         (contacts, result.placed)
     }
 
+    /// Where `case` was (placed by its reads and its `encounters`), by venue and time, each
+    /// visit with the number of distinct others present with it.
+    pub fn case_visits(
+        &self,
+        case: &Case,
+        encounters: &[Encounter],
+        settings: &PresenceSettings,
+    ) -> Vec<Visit> {
+        let result = self.case_result(case, encounters, settings);
+        let mut visits = Vec::new();
+        for (venue, presences) in &result.presences {
+            for (p, basis) in presences {
+                let met: BTreeSet<u32> = result
+                    .overlaps
+                    .iter()
+                    .filter(|o| {
+                        o.contact.venue == *venue
+                            && o.segments
+                                .iter()
+                                .any(|&(a, b)| a < p.end_s && p.start_s < b)
+                    })
+                    .map(|o| o.uid)
+                    .collect();
+                visits.push(Visit {
+                    venue: *venue,
+                    first_s: p.first_s,
+                    last_s: p.last_s,
+                    start_s: p.start_s,
+                    end_s: p.end_s,
+                    basis: *basis,
+                    contacts: met.len() as u32,
+                });
+            }
+        }
+        visits.sort_by_key(|v| (v.start_s, v.venue));
+        visits
+    }
+
     /// Per venue and hour, the distinct cases present and the distinct other UIDs present with
     /// one of them; by venue and hour.
     pub fn venue_hours(&self, cases: &[Case], settings: &PresenceSettings) -> Vec<VenueHour> {
@@ -742,7 +813,7 @@ impl Presences {
             let result = self.case_result(case, met, settings);
             placed += result.placed;
             for (venue, presences) in &result.presences {
-                for p in presences {
+                for (p, _) in presences {
                     for hour in hours_of(p.start_s, p.end_s) {
                         hours.entry((*venue, hour)).or_default().0.insert(case_id);
                     }
@@ -1329,6 +1400,27 @@ mod tests {
                 (uid(3), at(650), at(650), Basis::Encounter),
             ]
         );
+        // Its visits: 09:58-10:15 on both grounds with uid 2, 10:48-10:53 placed by the
+        // encounter, with uids 2 and 3.
+        let visits: Vec<(i64, i64, Basis, u32)> = p
+            .case_visits(&case, &encounters, &settings)
+            .iter()
+            .map(|v| (v.start_s, v.end_s, v.basis, v.contacts))
+            .collect();
+        assert_eq!(
+            visits,
+            [
+                (at(598), at(615), Basis::Both, 1),
+                (at(648), at(653), Basis::Encounter, 2),
+            ]
+        );
+        let read_only: Vec<(i64, i64, Basis, u32)> = p
+            .case_visits(&case, &[], &settings)
+            .iter()
+            .map(|v| (v.start_s, v.end_s, v.basis, v.contacts))
+            .collect();
+        assert_eq!(read_only, [(at(598), at(611), Basis::Read, 1)]);
+
         // Met uid 2 at 10:20 only: the case's presence now runs 09:58-10:23 (the encounter is
         // within the gap of its last read), so uid 4, read 10:17-10:22, overlaps it — but only
         // the stretch the encounter added (reads alone end at 10:11): its basis is the

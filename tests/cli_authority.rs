@@ -1231,6 +1231,86 @@ fn contacts_placed_by_encounter_list() {
     assert_eq!(bt.contact_queries(), (2, 3), "nothing recorded");
 }
 
+/// `bluetrace visits`: where a case was — the case read at the souk 10:04–10:28 (present
+/// 10:02–10:31 with the margin, alice there too); henry, never read, placed by his encounter
+/// list at the bus station (with frank) and the souk (with the case and alice). Gated and
+/// audited like `contacts` (the audit line says which query), and not kept in the store.
+#[test]
+fn visits_of_a_case() {
+    let bt = Bt::new(true, "bt-audit.jsonl");
+    let p = people();
+    let visits = |uid: &str, extra: &[&str]| -> Vec<(String, String, String, u64, String, u64)> {
+        let mut args = vec!["bluetrace", "visits", "--uid", uid];
+        args.extend(CONTACTS_PERIOD);
+        args.extend_from_slice(extra);
+        args.extend(["--format", "json"]);
+        bt.json(&args)
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|v| {
+                let text = |k: &str| v[k].as_str().expect(k).to_owned();
+                (
+                    text("venue"),
+                    text("from"),
+                    text("to"),
+                    v["minutes"].as_u64().expect("minutes"),
+                    text("basis"),
+                    v["contacts"].as_u64().expect("contacts"),
+                )
+            })
+            .collect()
+    };
+    let row = |venue: &str, from: &str, to: &str, minutes: u64, basis: &str, contacts: u64| {
+        (
+            venue.to_owned(),
+            format!("2026-11-29T{from}+00:00"),
+            format!("2026-11-29T{to}+00:00"),
+            minutes,
+            basis.to_owned(),
+            contacts,
+        )
+    };
+    assert_eq!(
+        visits(&p.uid["case"], &[]),
+        [row("souk-1", "10:02", "10:31", 29, "read", 1)]
+    );
+    let (file, _) = henry_upload(&bt);
+    assert_eq!(
+        visits(
+            &p.uid["henry"],
+            &["--encounters", file.to_str().expect("UTF-8")]
+        ),
+        [
+            row("bus-1", "10:13", "10:18", 5, "encounter", 1),
+            row("souk-1", "10:28", "10:33", 5, "encounter", 2),
+        ]
+    );
+    let audit = std::fs::read_to_string(bt.dir.path().join("bt-audit.jsonl")).expect("audit");
+    let queries: Vec<(String, u64)> = audit
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("JSON");
+            (
+                v["query"].as_str().expect("query").to_owned(),
+                v["results"].as_u64().expect("results"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        queries,
+        [("visits".to_owned(), 1), ("visits".to_owned(), 2)]
+    );
+    assert_eq!(bt.contact_queries(), (0, 0), "visits are not kept");
+
+    let off = Bt::new(false, "bt-audit.jsonl");
+    let mut args = vec!["bluetrace", "visits", "--uid", p.uid["case"].as_str()];
+    args.extend(CONTACTS_PERIOD);
+    let out = off.run(&args, &[]);
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    assert!(stderr(&out).contains("bluetrace.identify_contacts"));
+}
+
 /// When the audit log cannot be written, `bluetrace contacts` is refused: a nonzero exit, the
 /// reason on stderr, nothing on stdout, nothing recorded.
 #[test]

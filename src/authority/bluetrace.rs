@@ -34,10 +34,11 @@ pub enum BluetraceError {
     /// The store failed or refused.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// `bluetrace contacts` while `bluetrace.identify_contacts` is off.
+    /// `bluetrace contacts` or `visits` while `bluetrace.identify_contacts` is off.
     #[error(
-        "bluetrace contacts is disabled: identifying contacts needs bluetrace.identify_contacts = \
-         true in {config} (every use is then logged to bluetrace.audit_log)"
+        "bluetrace contacts and visits are disabled: identifying contacts needs \
+         bluetrace.identify_contacts = true in {config} (every use is then logged to \
+         bluetrace.audit_log)"
     )]
     Disabled {
         /// The configuration file.
@@ -591,6 +592,27 @@ pub struct ContactsRequest {
     pub encounters: Option<PathBuf>,
     /// Output format.
     pub format: ListFormat,
+    /// The others present with the case, or the case's own visits.
+    pub kind: QueryKind,
+}
+
+/// What a `bluetrace contacts|visits` request asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryKind {
+    /// The people present with the case (`bluetrace contacts`).
+    Contacts,
+    /// Where the case was (`bluetrace visits`).
+    Visits,
+}
+
+impl QueryKind {
+    /// The command's name, as the audit log records it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryKind::Contacts => "contacts",
+            QueryKind::Visits => "visits",
+        }
+    }
 }
 
 /// Largest encounter list read: a phone keeps 21 days of records, ~250 bytes each; a phone
@@ -730,17 +752,26 @@ pub fn contacts(
     let (presences, sightings) = load_presences(store, &[case], b)?;
     let (found, placed) = presences.case_contacts(&case, &met, &settings);
     met_outcomes.placed = placed;
+    let visits = match request.kind {
+        QueryKind::Visits => presences.case_visits(&case, &met, &settings),
+        QueryKind::Contacts => Vec::new(),
+    };
+    let results = match request.kind {
+        QueryKind::Contacts => found.len(),
+        QueryKind::Visits => visits.len(),
+    };
     let tz = &config.authority.timezone;
     let mut record = serde_json::json!({
         "time": crate::output::iso_utc((now_ms.max(0) / 1000) as u64),
         "time_unix_ms": now_ms,
+        "query": request.kind.as_str(),
         "operator": request.operator,
         "case_uid": request.uid.to_base64(),
         "from": local(request.from_s, tz),
         "from_unix_s": request.from_s,
         "to": local(request.to_s, tz),
         "to_unix_s": request.to_s,
-        "results": found.len(),
+        "results": results,
         "database": database.to_string(),
     });
     // Which list was used (the file and its digest, or the stored one) and what came of it.
@@ -769,22 +800,26 @@ pub fn contacts(
         path: b.audit_log.clone(),
         source,
     })?;
-    store.record_contact_query(
-        &ContactQuery {
-            run_ms: now_ms,
-            operator: request.operator.clone(),
-            case_uid: request.uid,
-            from_s: request.from_s,
-            to_s: request.to_s,
-        },
-        &found,
-    )?;
+    // Identified contacts are kept with the store's retention; a case's visits name nobody
+    // else and are not kept (the audit line records the query).
+    if request.kind == QueryKind::Contacts {
+        store.record_contact_query(
+            &ContactQuery {
+                run_ms: now_ms,
+                operator: request.operator.clone(),
+                case_uid: request.uid,
+                from_s: request.from_s,
+                to_s: request.to_s,
+            },
+            &found,
+        )?;
+    }
     let o = presences.outcomes();
     let _ = writeln!(
         notes,
-        "note: {} contacts; {sightings} TempID sightings read, {} used; not used: {} \
+        "note: {results} {}; {sightings} TempID sightings read, {} used; not used: {} \
          undecryptable, {} of other organisations, {} replays (read outside their validity)",
-        found.len(),
+        request.kind.as_str(),
         o.used,
         o.undecryptable,
         o.wrong_org,
@@ -828,7 +863,65 @@ pub fn contacts(
             m.decided.replays,
         );
     }
-    write_contacts(store, &found, tz, request.format, out)
+    match request.kind {
+        QueryKind::Contacts => write_contacts(store, &found, tz, request.format, out),
+        QueryKind::Visits => write_visits(store, &visits, tz, request.format, out),
+    }
+}
+
+fn write_visits(
+    store: &dyn Store,
+    visits: &[presence::Visit],
+    tz: &jiff::tz::TimeZone,
+    format: ListFormat,
+    out: &mut dyn Write,
+) -> Result<(), BluetraceError> {
+    let venues = store.venue_names()?;
+    let mut table = Table::new([
+        "venue",
+        "first_seen",
+        "last_seen",
+        "from",
+        "to",
+        "minutes",
+        "basis",
+        "contacts",
+    ]);
+    let mut json = Vec::new();
+    for v in visits {
+        let venue = venues
+            .get(&v.venue)
+            .cloned()
+            .unwrap_or_else(|| v.venue.to_string());
+        let times = [v.first_s, v.last_s, v.start_s, v.end_s].map(|s| local(s, tz));
+        let minutes = (v.end_s - v.start_s + 59) / 60;
+        table.row([
+            venue.clone(),
+            times[0].clone(),
+            times[1].clone(),
+            times[2].clone(),
+            times[3].clone(),
+            minutes.to_string(),
+            v.basis.as_str().to_owned(),
+            v.contacts.to_string(),
+        ]);
+        json.push(serde_json::json!({
+            "venue": venue,
+            "first_seen": times[0],
+            "first_seen_unix_s": v.first_s,
+            "last_seen": times[1],
+            "last_seen_unix_s": v.last_s,
+            "from": times[2],
+            "from_unix_s": v.start_s,
+            "to": times[3],
+            "to_unix_s": v.end_s,
+            "minutes": minutes,
+            "basis": v.basis.as_str(),
+            "contacts": v.contacts,
+        }));
+    }
+    crate::output::write_list(&table, &serde_json::Value::from(json), format, out)
+        .map_err(BluetraceError::Output)
 }
 
 fn write_contacts(

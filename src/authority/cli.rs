@@ -131,6 +131,10 @@ pub enum BluetraceCommand {
     /// bluetrace.identify_contacts = true; every use is first appended to
     /// bluetrace.audit_log, and refused when that cannot be written.
     Contacts(ContactsArgs),
+    /// Where a case was: each venue and time it was seen (or placed by its encounter list),
+    /// on what basis, and how many others were there. It traces a person, so it is gated and
+    /// audited like `contacts`.
+    Visits(ContactsArgs),
 }
 
 /// `bluetrace cases` subcommands.

@@ -204,7 +204,12 @@ fn bluetrace_command(
             let mut db = service::open_store(&database)?;
             bluetrace::cases_remove(&mut *db, &config, uid, out)?;
         }
-        B::Contacts(args) => {
+        command @ (B::Contacts(_) | B::Visits(_)) => {
+            let (kind, args) = match command {
+                B::Contacts(args) => (bluetrace::QueryKind::Contacts, args),
+                B::Visits(args) => (bluetrace::QueryKind::Visits, args),
+                B::Cases(_) => unreachable!("matched above"),
+            };
             let (config, database) = load(&args.store)?;
             let tz = &config.authority.timezone;
             let request = bluetrace::ContactsRequest {
@@ -217,6 +222,7 @@ fn bluetrace_command(
                     .unwrap_or_else(|| bluetrace::default_operator(&config::process_env())),
                 encounters: args.encounters,
                 format: args.format,
+                kind,
             };
             // Checked before the store is opened: a refused use touches nothing.
             if !config.bluetrace.identify_contacts {
