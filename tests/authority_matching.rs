@@ -88,11 +88,7 @@ fn results(store: &dyn Store) -> Vec<VenueHourView> {
 #[test]
 fn incremental_matching_equals_full_recompute() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = TestStore::new(dir.path());
-    let mut store = db.open();
-    store
-        .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
-        .expect("enroll");
+    let (_db, mut store) = souk_store(dir.path());
     let risk = RiskConfig::default();
     let check = |store: &mut dyn Store| {
         let incremental = results(store);
@@ -162,11 +158,7 @@ fn full_results(store: &mut dyn Store, budget: usize) -> Vec<VenueHourView> {
 #[test]
 fn cached_matching_across_ingests_equals_full_recompute() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = TestStore::new(dir.path());
-    let mut store = db.open();
-    store
-        .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
-        .expect("enroll");
+    let (_db, mut store) = souk_store(dir.path());
     let risk = RiskConfig::default();
     let mut cache = MatchCache::new(1 << 30);
     let day = DAY_ENIN / 144;
@@ -295,11 +287,7 @@ fn store_heard(
 #[test]
 fn a_late_batch_can_move_the_next_days_windows() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = TestStore::new(dir.path());
-    let mut store = db.open();
-    store
-        .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
-        .expect("enroll");
+    let (_db, mut store) = souk_store(dir.path());
     let risk = RiskConfig::default();
     let tek = Tek::from_bytes([7; 16]);
     let mut key = case_key(ReportType::ConfirmedTest);
@@ -415,6 +403,17 @@ fn bt_hours(store: &dyn Store) -> Vec<(i64, u32, u32)> {
         .collect()
 }
 
+/// A new store of the selected kind in `dir` with `gw-m` enrolled at the market `souk-1`; the
+/// `TestStore` is returned first, so a `let (_db, store)` drops the store before it.
+fn souk_store(dir: &std::path::Path) -> (TestStore, venuetrace::authority::store::DynStore) {
+    let db = TestStore::new(dir);
+    let mut store = db.open();
+    store
+        .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
+        .expect("enroll");
+    (db, store)
+}
+
 /// Registers `uid` as a case infectious all of `DAY_ENIN`'s day.
 fn all_day_case(store: &mut dyn Store, uid: Uid) {
     let day_s = i64::from(DAY_ENIN) * 600;
@@ -481,11 +480,7 @@ fn span_recompute_equals_full_recompute() {
 fn span_scenario(seed: u64) {
     use rand::{RngExt, SeedableRng, seq::SliceRandom};
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = TestStore::new(dir.path());
-    let mut store = db.open();
-    store
-        .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
-        .expect("enroll");
+    let (_db, mut store) = souk_store(dir.path());
     let (settings, key) = bluetrace_settings(dir.path());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let day_s = i64::from(DAY_ENIN) * 600;
@@ -591,11 +586,7 @@ fn span_scenario(seed: u64) {
 #[test]
 fn daemon_recompute_reaches_hours_an_encounter_bridges() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = TestStore::new(dir.path());
-    let mut store = db.open();
-    store
-        .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
-        .expect("enroll");
+    let (_db, mut store) = souk_store(dir.path());
     let (settings, key) = bluetrace_settings(dir.path());
     let day_s = i64::from(DAY_ENIN) * 600;
     let at = |hour: i64, minute: i64| day_s + hour * 3600 + minute * 60;
@@ -634,11 +625,7 @@ fn daemon_recompute_reaches_hours_an_encounter_bridges() {
 #[test]
 fn daemon_recomputes_bluetrace_hours_after_batches_that_matter() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = TestStore::new(dir.path());
-    let mut store = db.open();
-    store
-        .add_gateway("gw-m", "souk-1", "market", [9; 32], None, 0, 0)
-        .expect("enroll");
+    let (_db, mut store) = souk_store(dir.path());
     let (settings, key) = bluetrace_settings(dir.path());
     let day_s = i64::from(DAY_ENIN) * 600;
     // 10:02-10:09: the case (uid 1), with uid 2 (widened by 2 minutes: from 10:00).

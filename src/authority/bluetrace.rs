@@ -869,6 +869,14 @@ pub fn contacts(
     }
 }
 
+/// A venue's name, or its number if it has none in `venues`.
+fn venue_name(venues: &HashMap<u32, String>, venue: u32) -> String {
+    venues
+        .get(&venue)
+        .cloned()
+        .unwrap_or_else(|| venue.to_string())
+}
+
 fn write_visits(
     store: &dyn Store,
     visits: &[presence::Visit],
@@ -889,10 +897,7 @@ fn write_visits(
     ]);
     let mut json = Vec::new();
     for v in visits {
-        let venue = venues
-            .get(&v.venue)
-            .cloned()
-            .unwrap_or_else(|| v.venue.to_string());
+        let venue = venue_name(&venues, v.venue);
         let times = [v.first_s, v.last_s, v.start_s, v.end_s].map(|s| local(s, tz));
         let minutes = (v.end_s - v.start_s + 59) / 60;
         table.row([
@@ -945,10 +950,7 @@ fn write_contacts(
     ]);
     let mut json = Vec::new();
     for c in found {
-        let venue = venues
-            .get(&c.venue)
-            .cloned()
-            .unwrap_or_else(|| c.venue.to_string());
+        let venue = venue_name(&venues, c.venue);
         let times = [
             c.case_first_s,
             c.case_last_s,
