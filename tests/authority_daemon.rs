@@ -7,7 +7,7 @@
 mod common;
 
 use common::mosquitto::Broker;
-use common::process::{Killed, path, public_key, run};
+use common::process::{Killed, enroll_gateway, path, public_key, run};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,26 +53,7 @@ fn a_batch_the_store_refuses_is_resent_not_lost() {
     )
     .expect("authority.toml");
     let gw_dir = d.join("gw");
-    std::fs::create_dir(&gw_dir).expect("gateway dir");
-    let gw_public = public_key(&run(
-        GW,
-        &["keygen", "--key", path(&gw_dir.join("gateway.key"))],
-    ));
-    run(
-        AUTH,
-        &[
-            "gateways",
-            "add",
-            "--id",
-            "gw-1",
-            "--venue",
-            "souk-1",
-            "--public-key",
-            &gw_public,
-            "-c",
-            path(&config),
-        ],
-    );
+    enroll_gateway(&gw_dir, "gw-1", "souk-1", &config);
     std::fs::write(
         gw_dir.join("gateway.toml"),
         format!(

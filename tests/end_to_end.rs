@@ -9,7 +9,7 @@
 mod common;
 
 use common::mosquitto::Broker;
-use common::process::{Killed, path, public_key, run};
+use common::process::{Killed, enroll_gateway, path, public_key, run, run_gateway_until_delivered};
 use common::store::TestStore;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -23,7 +23,6 @@ use venuetrace::export::{
 use venuetrace::output::iso_utc;
 use venuetrace::sim::{City, GroundTruth, PhoneKind, PhoneTruth, SimConfig};
 
-const GW: &str = env!("CARGO_BIN_EXE_venuetrace-gateway");
 const AUTH: &str = env!("CARGO_BIN_EXE_venuetrace-authority");
 const VENUES: [&str; 3] = ["supermarket-1", "souk-1", "bus-station-1"];
 
@@ -92,26 +91,7 @@ fn deliver_city(
     // The gateways, enrolled.
     for venue in venues {
         let gw_dir = d.join(venue);
-        std::fs::create_dir(&gw_dir).expect("gateway dir");
-        let gw_public = public_key(&run(
-            GW,
-            &["keygen", "--key", path(&gw_dir.join("gateway.key"))],
-        ));
-        run(
-            AUTH,
-            &[
-                "gateways",
-                "add",
-                "--id",
-                &format!("gw-{venue}"),
-                "--venue",
-                venue,
-                "--public-key",
-                &gw_public,
-                "-c",
-                c,
-            ],
-        );
+        enroll_gateway(&gw_dir, &format!("gw-{venue}"), venue, &auth_config);
         std::fs::write(
             gw_dir.join("gateway.toml"),
             format!(
@@ -151,19 +131,7 @@ fn deliver_city(
     );
     let gateways: Vec<Child> = venues
         .iter()
-        .map(|venue| {
-            Command::new(GW)
-                .args([
-                    "run",
-                    "--exit-when-delivered",
-                    "-c",
-                    path(&d.join(venue).join("gateway.toml")),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("gateway run")
-        })
+        .map(|venue| run_gateway_until_delivered(&d.join(venue).join("gateway.toml")))
         .collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     for gateway in gateways {

@@ -13,7 +13,7 @@ mod common;
 
 use common::mosquitto::Broker;
 use common::postgres::{PgCluster, TestDb};
-use common::process::{Killed, path, public_key, run};
+use common::process::{Killed, enroll_gateway, path, public_key, run, run_gateway_until_delivered};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use venuetrace::authority::pg::{INGEST_BARRIER, PgStore, partition_name};
 use venuetrace::authority::store::{Lease, Store};
 
-const GW: &str = env!("CARGO_BIN_EXE_venuetrace-gateway");
 const AUTH: &str = env!("CARGO_BIN_EXE_venuetrace-authority");
 
 /// The tests of this file run one at a time: one restarts the shared cluster.
@@ -102,33 +101,13 @@ fn workers_share_ingest_and_ride_out_a_kill_and_a_database_restart() {
         ),
     )
     .expect("authority.toml");
-    let c = path(&config);
 
     let gateways: Vec<String> = (1..=6).map(|i| format!("gw-{i}")).collect();
     for (i, id) in gateways.iter().enumerate() {
         let gw_dir = d.join(id);
-        std::fs::create_dir(&gw_dir).expect("gateway dir");
-        let public = public_key(&run(
-            GW,
-            &["keygen", "--key", path(&gw_dir.join("gateway.key"))],
-        ));
         // The simulation's venues, two gateways each.
         let venue = ["supermarket-1", "souk-1", "bus-station-1"][i % 3].to_owned();
-        run(
-            AUTH,
-            &[
-                "gateways",
-                "add",
-                "--id",
-                id,
-                "--venue",
-                &venue,
-                "--public-key",
-                &public,
-                "-c",
-                c,
-            ],
-        );
+        enroll_gateway(&gw_dir, id, &venue, &config);
         std::fs::write(
             gw_dir.join("gateway.toml"),
             format!(
@@ -150,19 +129,7 @@ fn workers_share_ingest_and_ride_out_a_kill_and_a_database_restart() {
     let started = Instant::now();
     let gateway_runs: Vec<Child> = gateways
         .iter()
-        .map(|id| {
-            Command::new(GW)
-                .args([
-                    "run",
-                    "--exit-when-delivered",
-                    "-c",
-                    path(&d.join(id).join("gateway.toml")),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("gateway run")
-        })
+        .map(|id| run_gateway_until_delivered(&d.join(id).join("gateway.toml")))
         .collect();
 
     // A worker killed outright in the middle of the flow (mid-batch or between batches: the
